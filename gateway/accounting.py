@@ -1,0 +1,80 @@
+"""Per-request bookkeeping: metrics and the access log line, written once when a request ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.metrics import NO_DEPLOYMENT, Metrics, status_class
+
+access_log = logging.getLogger("gateway.access")
+
+
+class Accounting:
+    """Collects what one request did and reports it when ``finish`` is called."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        request_id: str,
+        model_group: str,
+        stream: bool,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.metrics = metrics
+        self.request_id = request_id
+        self.model_group = model_group
+        self.stream = stream
+        self.deployment = NO_DEPLOYMENT
+        self.waited_s = 0.0
+        self.attempts = 0
+        self._clock = clock
+        self.started = clock()
+        self._finished = False
+        metrics.in_flight.labels(model_group).inc()
+
+    def now(self) -> float:
+        """The accounting clock."""
+        return self._clock()
+
+    def first_byte(self) -> None:
+        """Record time to first streamed chunk."""
+        self.metrics.ttft.labels(self.model_group).observe(self._clock() - self.started)
+
+    def usage(self, usage: dict[str, Any] | None) -> None:
+        """Count tokens reported by the deployment."""
+        if not usage:
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt > 0:
+            self.metrics.prompt_tokens.labels(self.model_group).inc(prompt)
+        if isinstance(completion, int) and completion > 0:
+            self.metrics.completion_tokens.labels(self.model_group).inc(completion)
+
+    def finish(self, status_code: int, note: str | None = None) -> None:
+        """Write metrics and the access log line; later calls do nothing."""
+        if self._finished:
+            return
+        self._finished = True
+        total = self._clock() - self.started
+        group, metrics = self.model_group, self.metrics
+        metrics.in_flight.labels(group).dec()
+        metrics.requests.labels(group, self.deployment, status_class(status_code)).inc()
+        metrics.latency.labels(group, "true" if self.stream else "false").observe(total)
+        if self.attempts:
+            metrics.overhead.labels(group).observe(max(0.0, total - self.waited_s))
+        access_log.info(
+            "request finished",
+            extra={
+                "request_id": self.request_id,
+                "model_group": group,
+                "deployment": self.deployment,
+                "status": status_code,
+                "stream": self.stream,
+                "attempts": self.attempts,
+                "duration_ms": round(total * 1000, 2),
+                **({"note": note} if note else {}),
+            },
+        )

@@ -1,0 +1,181 @@
+"""The FastAPI application: ``create_app(config)`` builds it, routes stay thin."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from gateway.accounting import Accounting
+from gateway.auth import KeyStore
+from gateway.config import ProxyConfig
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response
+from gateway.forwarding import Call, Forwarder
+from gateway.health import Readiness
+from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
+from gateway.requests import RequestIdMiddleware, has_images, read_json_object, require_fields
+from gateway.routing import Router
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class GatewayState:
+    """Everything a request handler needs, created once per app."""
+
+    config: ProxyConfig
+    router: Router
+    keys: KeyStore
+    metrics: Metrics
+    forwarder: Forwarder
+    readiness: Readiness
+    started_at: int
+
+
+def get_state(request: Request) -> GatewayState:
+    """The app's state, placed in every request's scope by the lifespan."""
+    state: GatewayState = request.state.gateway
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]
+
+
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> FastAPI:
+    """Build the gateway for ``config``; provider keys missing from it are read from ``env``."""
+    router = Router(config, os.environ if env is None else env)
+    keys = KeyStore(config)
+    metrics = Metrics(lambda: (d for g in router.groups.values() for d in g.deployments), time.monotonic)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        client = UpstreamClient(config.gateway_settings.connect_timeout)
+        settings = config.gateway_settings
+        state = GatewayState(
+            config=config,
+            router=router,
+            keys=keys,
+            metrics=metrics,
+            forwarder=Forwarder(router, client, metrics, settings),
+            readiness=Readiness(router, client, settings.ready_probe_timeout, settings.ready_cache_seconds),
+            started_at=int(time.time()),
+        )
+        if keys.is_open:
+            log.warning("no master_key or api_keys configured: every caller is let in")
+        try:
+            yield {"gateway": state}
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="Gateway", summary="One OpenAI-compatible endpoint for local and cloud models", lifespan=lifespan
+    )
+    app.add_middleware(RequestIdMiddleware)
+    _add_error_handlers(app, metrics)
+
+    @app.post("/v1/chat/completions", openapi_extra=_body_doc(ChatCompletionRequest), tags=["openai"])
+    async def chat_completions(request: Request, state: StateDep) -> Response:
+        return await _proxy(request, state, "chat/completions", "messages")
+
+    @app.post("/v1/completions", openapi_extra=_body_doc(CompletionRequest), tags=["openai"])
+    async def completions(request: Request, state: StateDep) -> Response:
+        return await _proxy(request, state, "completions", "prompt")
+
+    @app.post("/v1/embeddings", openapi_extra=_body_doc(EmbeddingRequest), tags=["openai"])
+    async def embeddings(request: Request, state: StateDep) -> Response:
+        return await _proxy(request, state, "embeddings", "input")
+
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
+    async def list_models(request: Request, state: StateDep) -> ModelList:
+        principal = state.keys.authenticate(request.headers.get("authorization"))
+        cards = [
+            ModelCard(id=name, created=state.started_at, owned_by=group.deployments[0].provider)
+            for name, group in state.router.groups.items()
+            if principal.models is None or name in principal.models
+        ]
+        return ModelList(data=cards)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def ready(state: StateDep) -> JSONResponse:
+        is_ready, detail = await state.readiness.check()
+        return JSONResponse(detail, status_code=200 if is_ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus_metrics(state: StateDep) -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Response:
+    request_id: str = request.state.request_id
+    principal = state.keys.authenticate(request.headers.get("authorization"))
+    body = await read_json_object(request, state.config.gateway_settings.max_body_bytes)
+    model, stream = require_fields(body, field)
+    if stream and endpoint == "embeddings":
+        raise InvalidRequest("embeddings cannot be streamed", param="stream")
+    route = state.router.resolve(model)
+    if route is None:
+        raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
+    request.state.model_group = route.group.name
+    principal.check_model(route.group.name)
+    principal.check_rate()
+    accounting = Accounting(state.metrics, request_id, route.group.name, stream)
+    request.state.accounting = accounting
+    call = Call(endpoint, body, model, stream, has_images(body), request_id, accounting)
+    return await state.forwarder.forward(call, route)
+
+
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def respond(request: Request, error: GatewayError) -> Response:
+        accounting: Accounting | None = getattr(request.state, "accounting", None)
+        if accounting is not None:
+            accounting.finish(error.status_code, error.message)
+        elif request.url.path.startswith("/v1/"):
+            group = getattr(request.state, "model_group", UNKNOWN_GROUP)
+            metrics.requests.labels(group, NO_DEPLOYMENT, status_class(error.status_code)).inc()
+        if error.status_code == 429:
+            metrics.rate_limited.labels(error.code or "rate_limit_exceeded").inc()
+        return error_response(error, getattr(request.state, "request_id", None))
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return respond(request, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error = GatewayError(str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        error.status_code = exc.status_code
+        error.error_type = "invalid_request_error"
+        return respond(request, error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
+        return respond(request, GatewayError("internal gateway error", code="internal_error"))
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -1,0 +1,80 @@
+"""API keys: who may call, which model groups they may use, and how often."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from gateway.config import ProxyConfig
+from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from gateway.ratelimit import TokenBucket
+
+
+@dataclass(eq=False)
+class Principal:
+    """A caller identified by its key; ``models`` None means every model group."""
+
+    name: str
+    models: frozenset[str] | None
+    bucket: TokenBucket | None
+
+    def check_model(self, group: str) -> None:
+        """Raise 403 unless this key may use ``group``."""
+        if self.models is not None and group not in self.models:
+            raise PermissionDenied(f"this API key may not use model '{group}'", param="model")
+
+    def check_rate(self) -> None:
+        """Raise 429 with Retry-After once the key's requests-per-minute are spent."""
+        if self.bucket is not None and not self.bucket.try_acquire():
+            raise RateLimited(
+                "this API key is over its requests-per-minute limit", retry_after=self.bucket.retry_after()
+            )
+
+
+OPEN_ACCESS = Principal("anonymous", None, None)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+class KeyStore:
+    """Checks Bearer tokens against the master key and the configured API keys."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self._entries: list[tuple[bytes, Principal]] = []
+        master = config.general_settings.master_key
+        if master:
+            self._entries.append((_digest(master), Principal("master", None, None)))
+        for index, api_key in enumerate(config.gateway_settings.api_keys):
+            principal = Principal(
+                api_key.name or f"key-{index}",
+                frozenset(api_key.models) if api_key.models is not None else None,
+                TokenBucket(api_key.rpm) if api_key.rpm else None,
+            )
+            self._entries.append((_digest(api_key.key), principal))
+
+    @property
+    def is_open(self) -> bool:
+        """True when no key is configured and every caller is let in."""
+        return not self._entries
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind an ``Authorization`` header, or 401."""
+        if self.is_open:
+            return OPEN_ACCESS
+        if not authorization:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
+        presented = _digest(token.strip())
+        found: Principal | None = None
+        for digest, principal in self._entries:
+            # Compare against every entry so timing does not reveal which one matched.
+            if hmac.compare_digest(digest, presented) and found is None:
+                found = principal
+        if found is None:
+            raise AuthenticationFailed("invalid API key")
+        return found

@@ -1,0 +1,125 @@
+"""The ``gateway`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
+from gateway.routing import Router
+from gateway.settings import Settings
+
+
+def read_env(env_file: Path) -> dict[str, str]:
+    """The process environment over the ``.env`` file: real variables win."""
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    return {**values, **os.environ}
+
+
+def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
+    """A human-readable summary of groups, deployments, fallbacks and keys."""
+    config = loaded.config
+    router = Router(config, env)
+    lines = ["model group          deployment                provider     upstream model                 vision"]
+    for name, group in router.groups.items():
+        for d in group.deployments:
+            limits = []
+            if d.max_parallel:
+                limits.append(f"max_parallel={d.max_parallel}")
+            if d.rpm:
+                limits.append(f"rpm={int(d.rpm.capacity)}")
+            vision = "yes" if d.supports_vision else "no"
+            lines.append(
+                f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6}"
+                f" {d.api_base} timeout={d.timeout:g}s {' '.join(limits)}".rstrip()
+            )
+    rs = config.router_settings
+    lines.append("")
+    lines.append(
+        f"routing: {rs.routing_strategy}, retries={rs.num_retries}, allowed_fails={rs.allowed_fails}, "
+        f"cooldown={rs.cooldown_time:g}s"
+    )
+    for mapping in rs.fallbacks:
+        for source, targets in mapping.items():
+            lines.append(f"fallback: {source} -> {', '.join(targets)}")
+    if rs.default_fallbacks:
+        lines.append(f"default fallbacks: {', '.join(rs.default_fallbacks)}")
+    keys = len(config.gateway_settings.api_keys) + (1 if config.general_settings.master_key else 0)
+    lines.append(f"api keys: {keys}" if keys else "api keys: none (open access)")
+    for warning in loaded.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def _load(path: Path, env: Mapping[str, str]) -> LoadedConfig:
+    loaded = load_config(path, env)
+    Router(loaded.config, env)
+    return loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gateway`` console script."""
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="LiteLLM-style config.yaml (default: $GATEWAY_CONFIG)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 4000)")
+    serve.add_argument("--env-file", type=Path, help="dotenv file with secrets (default .env)")
+    check = commands.add_parser("check-config", help="validate a config and print the routing table")
+    check.add_argument("config", type=Path)
+    check.add_argument("--env-file", type=Path, default=Path(".env"))
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        env = read_env(args.env_file)
+        try:
+            loaded = _load(args.config, env)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(routing_table(loaded, env))
+        return 0
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.log import configure_logging
+
+    overrides = {k: v for k, v in {"config": args.config, "host": args.host, "port": args.port}.items() if v}
+    if args.env_file:
+        overrides["env_file"] = args.env_file
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    env = read_env(settings.env_file)
+    try:
+        loaded = _load(settings.config, env)
+        if settings.environment != "development":
+            check_secrets(loaded.config, str(settings.config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    import logging
+
+    for warning in loaded.warnings:
+        logging.getLogger("gateway").warning("config: %s", warning)
+    app = create_app(loaded.config, env)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+    return 0

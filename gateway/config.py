@@ -1,0 +1,256 @@
+"""Loading of LiteLLM proxy ``config.yaml`` files into a validated, resolved form.
+
+A user's existing LiteLLM config must load unchanged, so LiteLLM keys this gateway
+does not act on are accepted and reported as warnings. Our own keys live in the
+``gateway_settings`` section, whose schema is strict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_REFERENCE = "os.environ/"
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing"]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LiteLLMParams(_Lenient):
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    max_parallel_requests: int | None = Field(default=None, gt=0)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelInfo(_Lenient):
+    id: str | None = None
+    supports_vision: bool = False
+    mode: str | None = None
+
+
+class ModelEntry(_Lenient):
+    model_name: str
+    litellm_params: LiteLLMParams
+    model_info: ModelInfo = Field(default_factory=ModelInfo)
+
+
+class RouterSettings(_Lenient):
+    routing_strategy: RoutingStrategy = "simple-shuffle"
+    num_retries: int = Field(default=2, ge=0, le=10)
+    retry_after: float = Field(default=0.0, ge=0)
+    timeout: float = Field(default=600.0, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    default_fallbacks: list[str] = Field(default_factory=list)
+    allowed_fails: int = Field(default=3, ge=0)
+    cooldown_time: float = Field(default=5.0, ge=0)
+    default_max_parallel_requests: int | None = Field(default=None, gt=0)
+
+    @field_validator("routing_strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: object) -> object:
+        allowed = ("simple-shuffle", "least-busy", "latency-based-routing")
+        if value not in allowed:
+            raise ValueError(f"routing_strategy {value!r} is not supported; use one of {allowed}")
+        return value
+
+
+class GeneralSettings(_Lenient):
+    master_key: str | None = None
+
+
+class ApiKey(_Strict):
+    key: str = Field(min_length=8)
+    name: str | None = None
+    models: list[str] | None = None
+    rpm: int | None = Field(default=None, gt=0)
+
+
+class GatewaySettings(_Strict):
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    queue_timeout: float = Field(default=5.0, ge=0)
+    ready_cache_seconds: float = Field(default=5.0, ge=0)
+    ready_probe_timeout: float = Field(default=2.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    retry_backoff: float = Field(default=0.05, ge=0)
+
+
+class ProxyConfig(_Lenient):
+    model_list: list[ModelEntry] = Field(min_length=1)
+    router_settings: RouterSettings = Field(default_factory=RouterSettings)
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    gateway_settings: GatewaySettings = Field(default_factory=GatewaySettings)
+
+
+# LiteLLM keys that change behaviour in LiteLLM but not here; reported so nobody is surprised.
+_ACCEPTED_LITELLM_SETTINGS = {"num_retries", "request_timeout", "fallbacks", "default_fallbacks"}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config with every ``os.environ/`` reference resolved."""
+
+    config: ProxyConfig
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> LoadedConfig:
+    """Read, resolve and validate the config at ``path`` against the environment ``env``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'model_list' key at the top level")
+    return parse_config(raw, env, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], env: Mapping[str, str], source: str = "config") -> LoadedConfig:
+    """Resolve and validate an already-parsed config mapping."""
+    extra_env = raw.get("environment_variables") or {}
+    if not isinstance(extra_env, dict):
+        raise ConfigError(f"{source}: environment_variables must be a mapping")
+    merged_env = {**{str(k): str(v) for k, v in extra_env.items()}, **env}
+    resolved = _resolve_env(raw, merged_env, source, path="")
+    _merge_litellm_settings(resolved)
+    try:
+        config = ProxyConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(source, exc)) from None
+    _check_semantics(config, source)
+    return LoadedConfig(config=config, warnings=_collect_warnings(config))
+
+
+def _resolve_env(value: Any, env: Mapping[str, str], source: str, path: str) -> Any:
+    if isinstance(value, str) and value.startswith(ENV_REFERENCE):
+        name = value[len(ENV_REFERENCE) :]
+        if name not in env:
+            raise ConfigError(f"{source}: {path or 'value'} refers to environment variable {name}, which is not set")
+        return env[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, env, source, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, env, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _merge_litellm_settings(raw: dict[str, Any]) -> None:
+    """LiteLLM accepts retries/fallbacks under litellm_settings too; router_settings wins."""
+    settings = raw.get("litellm_settings")
+    if not isinstance(settings, dict):
+        return
+    router = raw.setdefault("router_settings", {}) or {}
+    raw["router_settings"] = router
+    aliases = {"request_timeout": "timeout"}
+    for key in _ACCEPTED_LITELLM_SETTINGS:
+        if key in settings:
+            router.setdefault(aliases.get(key, key), settings[key])
+
+
+def _describe_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {location}: unknown key")
+        else:
+            lines.append(f"  {location}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _check_semantics(config: ProxyConfig, source: str) -> None:
+    groups = {entry.model_name for entry in config.model_list}
+    for entry in config.model_list:
+        wildcard_name = "*" in entry.model_name
+        wildcard_model = "*" in entry.litellm_params.model
+        if wildcard_model and not wildcard_name:
+            raise ConfigError(
+                f"{source}: model_list '{entry.model_name}': litellm_params.model "
+                f"'{entry.litellm_params.model}' has a '*' but model_name does not"
+            )
+        if "/" not in entry.litellm_params.model:
+            raise ConfigError(
+                f"{source}: model_list '{entry.model_name}': litellm_params.model "
+                f"'{entry.litellm_params.model}' needs a provider prefix such as hosted_vllm/, openai/ or nebius/"
+            )
+    for mapping in config.router_settings.fallbacks:
+        for group, targets in mapping.items():
+            for name in [group, *targets]:
+                if name not in groups:
+                    raise ConfigError(f"{source}: router_settings.fallbacks names '{name}', which is not a model_name")
+    for name in config.router_settings.default_fallbacks:
+        if name not in groups:
+            raise ConfigError(f"{source}: router_settings.default_fallbacks names '{name}', which is not a model_name")
+    for index, api_key in enumerate(config.gateway_settings.api_keys):
+        for name in api_key.models or []:
+            if name not in groups and not any(_wildcard_matches(g, name) for g in groups):
+                raise ConfigError(
+                    f"{source}: gateway_settings.api_keys[{index}].models names '{name}', which is not a model_name"
+                )
+
+
+def _wildcard_matches(pattern: str, name: str) -> bool:
+    return "*" in pattern and re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), name) is not None
+
+
+_PLACEHOLDER_SECRETS = {"sk-1234", "sk-change-me", "changeme", "change-me", "secret", "password"}
+
+
+def check_secrets(config: ProxyConfig, source: str = "config") -> None:
+    """Refuse keys copied from examples; called outside development."""
+    keys = [("general_settings.master_key", config.general_settings.master_key)]
+    keys += [(f"gateway_settings.api_keys[{i}].key", k.key) for i, k in enumerate(config.gateway_settings.api_keys)]
+    for where, value in keys:
+        if value is not None and (value.lower() in _PLACEHOLDER_SECRETS or len(value) < 8):
+            raise ConfigError(
+                f"{source}: {where} is a placeholder or too short; set a real secret "
+                "(or GATEWAY_ENVIRONMENT=development for local experiments)"
+            )
+
+
+def _collect_warnings(config: ProxyConfig) -> list[str]:
+    warnings: list[str] = []
+    for key in config.model_extra or {}:
+        warnings.append(f"{key}: not used by this gateway")
+    for key in config.router_settings.model_extra or {}:
+        warnings.append(f"router_settings.{key}: not used by this gateway")
+    for key in config.general_settings.model_extra or {}:
+        warnings.append(f"general_settings.{key}: not used by this gateway")
+    for key in config.litellm_settings:
+        if key not in _ACCEPTED_LITELLM_SETTINGS:
+            warnings.append(f"litellm_settings.{key}: not used by this gateway")
+    for entry in config.model_list:
+        for key in entry.litellm_params.model_extra or {}:
+            warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
+        for key in ("tpm",):
+            if getattr(entry.litellm_params, key) is not None:
+                warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
+    return warnings

@@ -1,0 +1,68 @@
+"""One upstream model endpoint and its live state: load, failures, cooldown, latency."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.ratelimit import TokenBucket
+
+_FAIL_WINDOW_S = 60.0
+_LATENCY_SMOOTHING = 0.2
+
+
+@dataclass(eq=False)
+class Deployment:
+    """A configured model endpoint; ``upstream_model`` may hold a ``*`` filled per request."""
+
+    id: str
+    group: str
+    provider: str
+    upstream_model: str
+    api_base: str
+    api_key: str | None
+    timeout: float
+    stream_timeout: float
+    weight: float
+    supports_vision: bool
+    max_parallel: int | None = None
+    rpm: TokenBucket | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    in_flight: int = 0
+    cooldown_until: float = 0.0
+    latency_s: float | None = None
+    _fails: deque[float] = field(default_factory=deque)
+
+    def is_cooling(self, now: float) -> bool:
+        """Whether the deployment is out of rotation after too many failures."""
+        return now < self.cooldown_until
+
+    def has_capacity(self) -> bool:
+        """Whether another request fits under ``max_parallel_requests``."""
+        return self.max_parallel is None or self.in_flight < self.max_parallel
+
+    def record_failure(self, allowed_fails: int, cooldown_time: float, now: float | None = None) -> bool:
+        """Count a failure; returns True when it starts a cooldown."""
+        now = time.monotonic() if now is None else now
+        self._fails.append(now)
+        while self._fails and self._fails[0] < now - _FAIL_WINDOW_S:
+            self._fails.popleft()
+        if len(self._fails) > allowed_fails and cooldown_time > 0:
+            self.cooldown_until = now + cooldown_time
+            self._fails.clear()
+            return True
+        return False
+
+    def record_latency(self, seconds: float) -> None:
+        """Feed the smoothed latency used by ``latency-based-routing``."""
+        if self.latency_s is None:
+            self.latency_s = seconds
+        else:
+            self.latency_s += _LATENCY_SMOOTHING * (seconds - self.latency_s)
+
+    def model_for(self, wildcard_match: str | None) -> str:
+        """The model name sent upstream, with a wildcard group's ``*`` filled in."""
+        if wildcard_match is not None and "*" in self.upstream_model:
+            return self.upstream_model.replace("*", wildcard_match, 1)
+        return self.upstream_model

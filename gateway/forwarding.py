@@ -1,0 +1,231 @@
+"""The data plane: send a request to a deployment with retries, cooldowns and fallbacks.
+
+Retries and fallbacks happen only before the first byte goes to the client; a stream
+is committed once its first chunk arrived from the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gateway.accounting import Accounting
+from gateway.config import GatewaySettings
+from gateway.deployment import Deployment
+from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
+from gateway.metrics import Metrics
+from gateway.routing import Route, Router
+from gateway.streaming import EventRelay, model_replacements
+from gateway.upstream import TRANSPORT_ERRORS, AttemptFailed, UpstreamClient, status_failure, transport_failure
+
+log = logging.getLogger("gateway.forwarding")
+_MAX_RETRY_AFTER_S = 10.0
+
+
+@dataclass
+class Call:
+    """One client request on its way to a deployment."""
+
+    endpoint: str
+    body: dict[str, Any]
+    requested_model: str
+    stream: bool
+    has_images: bool
+    request_id: str
+    accounting: Accounting
+    _encoded: dict[str, bytes] = field(default_factory=dict)
+
+    def encoded_for(self, upstream_model: str) -> bytes:
+        """The request body with ``model`` rewritten, serialised once per upstream name."""
+        data = self._encoded.get(upstream_model)
+        if data is None:
+            self.body["model"] = upstream_model
+            data = self._encoded[upstream_model] = orjson.dumps(self.body)
+        return data
+
+
+class Forwarder:
+    """Runs calls against the router's deployments."""
+
+    def __init__(
+        self,
+        router: Router,
+        client: UpstreamClient,
+        metrics: Metrics,
+        settings: GatewaySettings,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._router = router
+        self._client = client
+        self._metrics = metrics
+        self._settings = settings
+        self._rng = rng or random.Random()
+
+    async def forward(self, call: Call, route: Route) -> Response:
+        """The deployment's response, or raise the last error once every route failed."""
+        routes = self._router.plan(route, call.has_images)
+        last: GatewayError | None = None
+        for index, candidate in enumerate(routes):
+            if index:
+                self._metrics.fallbacks.labels(route.group.name, candidate.group.name).inc()
+                log.info(
+                    "falling back",
+                    extra={"request_id": call.request_id, "model_group": candidate.group.name},
+                )
+            try:
+                return await self._try_group(call, candidate)
+            except GatewayError as exc:
+                if exc.status_code < 429 or exc.status_code == 500:
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _try_group(self, call: Call, route: Route) -> Response:
+        group = route.group
+        settings = self._router.settings
+        attempts = settings.num_retries + 1
+        tried: set[str] = set()
+        last: AttemptFailed | None = None
+        for attempt in range(attempts):
+            try:
+                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout)
+            except GatewayError:
+                if last is not None:
+                    raise last.error from None
+                raise
+            tried.add(deployment.id)
+            call.accounting.deployment = deployment.id
+            call.accounting.attempts += 1
+            try:
+                return await self._attempt(call, route, deployment)
+            except AttemptFailed as failure:
+                last = failure
+                if not failure.retryable:
+                    raise failure.error from None
+                self._note_failure(deployment)
+                if attempt + 1 < attempts:
+                    self._metrics.retries.labels(group.name).inc()
+                    await self._backoff(call, attempt, failure.error.retry_after)
+        assert last is not None
+        raise last.error
+
+    def _note_failure(self, deployment: Deployment) -> None:
+        if self._router.record_failure(deployment):
+            self._metrics.cooldowns.labels(deployment.group, deployment.id).inc()
+            log.warning(
+                "deployment cooling down",
+                extra={"model_group": deployment.group, "deployment": deployment.id},
+            )
+
+    async def _backoff(self, call: Call, attempt: int, retry_after: float | None) -> None:
+        base = self._settings.retry_backoff * (2**attempt) * (0.5 + self._rng.random())
+        delay = max(base, self._router.settings.retry_after, min(retry_after or 0.0, _MAX_RETRY_AFTER_S))
+        call.accounting.waited_s += delay
+        await asyncio.sleep(delay)
+
+    async def _attempt(self, call: Call, route: Route, deployment: Deployment) -> Response:
+        """One try; releases the deployment unless a stream now owns it."""
+        upstream_model = deployment.model_for(route.wildcard_match)
+        body = call.encoded_for(upstream_model)
+        accounting = call.accounting
+        sent = accounting.now()
+        handed_off = False
+        try:
+            response = await self._client.post(deployment, call.endpoint, body, call.stream, call.request_id)
+        except TRANSPORT_ERRORS as exc:
+            accounting.waited_s += accounting.now() - sent
+            self._router.release(deployment)
+            raise transport_failure(deployment, exc) from None
+        try:
+            if response.status != 200 or not call.stream:
+                data = await response.read()
+                accounting.waited_s += accounting.now() - sent
+                if response.status != 200:
+                    raise status_failure(deployment, response.status, data, response.headers.get("Retry-After"))
+                deployment.record_latency(accounting.now() - sent)
+                return self._complete(call, upstream_model, data, deployment)
+            first = await response.content.readany()
+            if not first:
+                raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
+            accounting.first_byte()
+            deployment.record_latency(accounting.now() - sent)
+            handed_off = True
+            relay = EventRelay(model_replacements(upstream_model, call.requested_model))
+            return StreamingResponse(
+                self._relay(call, deployment, response, relay, first, sent),
+                media_type=response.headers.get("Content-Type", "text/event-stream"),
+                headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
+            )
+        except TRANSPORT_ERRORS as exc:
+            accounting.waited_s += accounting.now() - sent
+            raise transport_failure(deployment, exc) from None
+        finally:
+            if not handed_off:
+                response.release()
+                self._router.release(deployment)
+
+    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Response:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise AttemptFailed(
+                UpstreamFailed(f"model '{deployment.group}' answered with a body that is not JSON"), True
+            ) from None
+        if isinstance(parsed, dict):
+            call.accounting.usage(parsed.get("usage"))
+            if parsed.get("model") == upstream_model:
+                parsed["model"] = call.requested_model
+                data = orjson.dumps(parsed)
+        call.accounting.finish(200)
+        return Response(data, media_type="application/json", headers={"X-Request-ID": call.request_id})
+
+    async def _relay(
+        self,
+        call: Call,
+        deployment: Deployment,
+        response: aiohttp.ClientResponse,
+        relay: EventRelay,
+        first: bytes,
+        sent: float,
+    ) -> AsyncIterator[bytes]:
+        accounting = call.accounting
+        status, note = 200, None
+        try:
+            out = relay.feed(first)
+            if out:
+                yield out
+            async for chunk in response.content.iter_any():
+                out = relay.feed(chunk)
+                if out:
+                    yield out
+            rest = relay.finish()
+            if rest:
+                yield rest
+            if not relay.done:
+                status, note = 502, "stream ended without [DONE]"
+                yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' ended the stream early"))
+        except TRANSPORT_ERRORS as exc:
+            status, note = 502, "stream broke mid-way"
+            self._note_failure(deployment)
+            error: GatewayError = transport_failure(deployment, exc).error
+            if isinstance(error, UpstreamTimeout):
+                status = 504
+            yield sse_error_event(error)
+        except (asyncio.CancelledError, GeneratorExit):
+            status, note = 499, "client disconnected"
+            raise
+        finally:
+            accounting.waited_s += accounting.now() - sent
+            response.release()
+            self._router.release(deployment)
+            accounting.usage(relay.usage)
+            accounting.finish(status, note)

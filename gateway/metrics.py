@@ -1,0 +1,111 @@
+"""Every Prometheus metric the gateway exports, on one registry per app, prefixed ``gateway_``.
+
+Labels stay bounded: model groups and deployments come from the config (an unknown
+requested model is counted as ``unknown``), status is a class such as ``2xx``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from gateway.deployment import Deployment
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+UNKNOWN_GROUP = "unknown"
+NO_DEPLOYMENT = "none"
+
+
+class _DeploymentCollector(Collector):
+    """Reads live deployment state at scrape time, so gauges never go stale."""
+
+    def __init__(self, deployments: Callable[[], Iterable[Deployment]], now: Callable[[], float]) -> None:
+        self._deployments = deployments
+        self._now = now
+
+    def collect(self) -> Iterable[Metric]:
+        healthy = GaugeMetricFamily(
+            "gateway_deployment_healthy",
+            "1 when the deployment is in rotation, 0 while it cools down after failures",
+            labels=["model_group", "deployment"],
+        )
+        busy = GaugeMetricFamily(
+            "gateway_deployment_in_flight",
+            "Requests a deployment is serving now",
+            labels=["model_group", "deployment"],
+        )
+        now = self._now()
+        for deployment in self._deployments():
+            labels = [deployment.group, deployment.id]
+            healthy.add_metric(labels, 0.0 if deployment.is_cooling(now) else 1.0)
+            busy.add_metric(labels, float(deployment.in_flight))
+        yield healthy
+        yield busy
+
+
+class Metrics:
+    """The gateway's metrics on a dedicated registry."""
+
+    def __init__(self, deployments: Callable[[], Iterable[Deployment]], now: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by model group, deployment and status class",
+            ["model_group", "deployment", "status_class"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request received to last byte sent",
+            ["model_group", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time from request received to the first streamed chunk",
+            ["model_group"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time spent in the gateway: total minus time waiting on deployments and backoff",
+            ["model_group"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "gateway_prompt_tokens", "Prompt tokens reported in usage", ["model_group"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "gateway_completion_tokens", "Completion tokens reported in usage", ["model_group"], registry=r
+        )
+        self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served now", ["model_group"], registry=r)
+        self.retries = Counter("gateway_retries", "Attempts retried on another try", ["model_group"], registry=r)
+        self.fallbacks = Counter(
+            "gateway_fallbacks", "Requests moved to a fallback group", ["model_group", "fallback_group"], registry=r
+        )
+        self.cooldowns = Counter(
+            "gateway_cooldowns", "Deployments taken out of rotation", ["model_group", "deployment"], registry=r
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited", "Requests refused with 429, by reason", ["reason"], registry=r
+        )
+        r.register(_DeploymentCollector(deployments, now))
+        ProcessCollector(registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def status_class(status_code: int) -> str:
+    """``404`` -> ``"4xx"``."""
+    return f"{status_code // 100}xx"

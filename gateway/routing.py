@@ -1,0 +1,209 @@
+"""Model groups, wildcard matching, deployment choice, admission, cooldowns and fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
+from gateway.deployment import Deployment
+from gateway.errors import NoDeploymentAvailable, RateLimited
+from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
+from gateway.ratelimit import TokenBucket
+
+
+@dataclass(eq=False)
+class ModelGroup:
+    """Deployments that serve one ``model_name``, exact or wildcard."""
+
+    name: str
+    deployments: list[Deployment]
+    pattern: re.Pattern[str] | None = None
+    waiters: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def supports_vision(self) -> bool:
+        """Whether any deployment of the group takes images."""
+        return any(d.supports_vision for d in self.deployments)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A group chosen for a requested model, with the part a wildcard matched."""
+
+    group: ModelGroup
+    wildcard_match: str | None = None
+
+
+class Router:
+    """Chooses deployments by LiteLLM's routing semantics."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        env: Mapping[str, str],
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings: RouterSettings = config.router_settings
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self.groups: dict[str, ModelGroup] = {}
+        for entry in config.model_list:
+            group = self.groups.get(entry.model_name)
+            if group is None:
+                group = ModelGroup(entry.model_name, [], _wildcard_pattern(entry.model_name))
+                self.groups[entry.model_name] = group
+            group.deployments.append(self._build_deployment(entry, len(group.deployments), env))
+        self._wildcards = sorted(
+            (g for g in self.groups.values() if g.pattern is not None),
+            key=lambda g: (g.name.count("*"), -len(g.name)),
+        )
+        self._fallbacks: dict[str, list[str]] = {}
+        for mapping in self.settings.fallbacks:
+            for source, targets in mapping.items():
+                self._fallbacks.setdefault(source, []).extend(targets)
+
+    def _build_deployment(self, entry: ModelEntry, index: int, env: Mapping[str, str]) -> Deployment:
+        params, settings = entry.litellm_params, self.settings
+        provider_name, upstream_model = split_model(params.model)
+        provider = PASSTHROUGH_PROVIDERS.get(provider_name)
+        if provider is None:
+            supported = ", ".join(f"{p}/" for p in PASSTHROUGH_PROVIDERS)
+            raise ConfigError(
+                f"model_list '{entry.model_name}': provider '{provider_name}/' is not supported; use one of {supported}"
+            )
+        api_base = resolve_api_base(provider, params.api_base, env)
+        if api_base is None:
+            raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
+        timeout = params.timeout or settings.timeout
+        return Deployment(
+            id=entry.model_info.id or f"{entry.model_name}/{index}",
+            group=entry.model_name,
+            provider=provider_name,
+            upstream_model=upstream_model,
+            api_base=api_base,
+            api_key=resolve_api_key(provider, params.api_key, env),
+            timeout=timeout,
+            stream_timeout=params.stream_timeout or settings.stream_timeout or timeout,
+            weight=params.weight,
+            supports_vision=entry.model_info.supports_vision,
+            max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
+            rpm=TokenBucket(params.rpm) if params.rpm else None,
+            extra_headers=dict(params.extra_headers),
+        )
+
+    def resolve(self, model: str) -> Route | None:
+        """The exact group named ``model``, else the most specific matching wildcard group."""
+        group = self.groups.get(model)
+        if group is not None and group.pattern is None:
+            return Route(group)
+        for candidate in self._wildcards:
+            assert candidate.pattern is not None
+            match = candidate.pattern.fullmatch(model)
+            if match:
+                return Route(candidate, match.group(1))
+        return None
+
+    def plan(self, route: Route, has_images: bool) -> list[Route]:
+        """The route followed by its fallback groups; image requests skip groups without vision."""
+        names = self._fallbacks.get(route.group.name) or list(self.settings.default_fallbacks)
+        routes = [route]
+        for name in names:
+            group = self.groups[name]
+            if group is route.group or (has_images and not group.supports_vision):
+                continue
+            routes.append(Route(group))
+        return routes
+
+    async def acquire(self, group: ModelGroup, exclude: set[str], queue_timeout: float) -> Deployment:
+        """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot."""
+        deadline = self._clock() + queue_timeout
+        while True:
+            now = self._clock()
+            active = [d for d in group.deployments if not d.is_cooling(now)]
+            if not active:
+                wait = min(d.cooldown_until for d in group.deployments) - now
+                raise NoDeploymentAvailable(
+                    f"every deployment of model '{group.name}' is cooling down after failures",
+                    retry_after=wait,
+                )
+            free = [d for d in active if d.has_capacity()]
+            if free:
+                chosen = self._choose_within_rpm(group, [d for d in free if d.id not in exclude] or free)
+                chosen.in_flight += 1
+                return chosen
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise RateLimited(
+                    f"model '{group.name}' is at its concurrency limit; try again shortly",
+                    code="model_busy",
+                    retry_after=1.0,
+                )
+            await self._wait_for_release(group, remaining)
+
+    def _choose_within_rpm(self, group: ModelGroup, candidates: list[Deployment]) -> Deployment:
+        remaining = list(candidates)
+        while remaining:
+            chosen = self._choose(remaining)
+            if chosen.rpm is None or chosen.rpm.try_acquire():
+                return chosen
+            remaining.remove(chosen)
+        waits = [d.rpm.retry_after() for d in candidates if d.rpm is not None]
+        raise RateLimited(
+            f"model '{group.name}' is at its requests-per-minute limit",
+            code="model_rpm_exceeded",
+            retry_after=min(waits, default=1.0),
+        )
+
+    def _choose(self, candidates: list[Deployment]) -> Deployment:
+        if len(candidates) == 1:
+            return candidates[0]
+        strategy = self.settings.routing_strategy
+        if strategy == "least-busy":
+            least = min(d.in_flight for d in candidates)
+            return self._rng.choice([d for d in candidates if d.in_flight == least])
+        if strategy == "latency-based-routing":
+            unmeasured = [d for d in candidates if d.latency_s is None]
+            if unmeasured:
+                return self._rng.choice(unmeasured)
+            return min(candidates, key=lambda d: d.latency_s or 0.0)
+        return self._rng.choices(candidates, weights=[d.weight for d in candidates])[0]
+
+    async def _wait_for_release(self, group: ModelGroup, timeout: float) -> None:
+        event = group.released
+        group.waiters += 1
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            group.waiters -= 1
+
+    def release(self, deployment: Deployment) -> None:
+        """Return a slot taken by ``acquire`` and wake one round of waiters."""
+        deployment.in_flight -= 1
+        group = self.groups[deployment.group]
+        if group.waiters:
+            event, group.released = group.released, asyncio.Event()
+            event.set()
+
+    def record_failure(self, deployment: Deployment) -> bool:
+        """Count a failed attempt; True when the deployment now cools down."""
+        return deployment.record_failure(self.settings.allowed_fails, self.settings.cooldown_time, self._clock())
+
+    def is_cooling(self, deployment: Deployment) -> bool:
+        """Whether ``deployment`` is out of rotation now."""
+        return deployment.is_cooling(self._clock())
+
+
+def _wildcard_pattern(name: str) -> re.Pattern[str] | None:
+    if "*" not in name:
+        return None
+    head, _, tail = name.partition("*")
+    return re.compile(re.escape(head) + "(.*)" + re.escape(tail).replace(r"\*", ".*"))
