@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiohttp.payload import BytesPayload, Payload
 
 from gateway.deployment import Deployment
 from gateway.errors import (
@@ -28,6 +29,18 @@ class AttemptFailed(Exception):
         self.retryable = retryable
 
 
+class JsonBody(BytesPayload):
+    """A JSON body written in one call.
+
+    aiohttp warns about bytes bodies over 1 MiB, but an asyncio transport buffers a large
+    write without blocking the loop, and image requests are routinely several MiB.
+    """
+
+    def __init__(self, value: bytes) -> None:
+        Payload.__init__(self, value, content_type="application/json")
+        self._size = len(value)
+
+
 class UpstreamClient:
     """A pooled HTTP client shared by every deployment; created inside the running event loop."""
 
@@ -48,7 +61,6 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         """Send ``body`` to ``endpoint`` of ``deployment``; the caller releases the response."""
         headers = {
-            "Content-Type": "application/json",
             "Accept-Encoding": "identity",
             "User-Agent": "gateway",
             "X-Request-ID": request_id,
@@ -61,7 +73,7 @@ class UpstreamClient:
         else:
             timeout = aiohttp.ClientTimeout(total=deployment.timeout, connect=self._connect_timeout)
         return await self._session.post(
-            f"{deployment.api_base}/{endpoint}", data=body, headers=headers, timeout=timeout
+            f"{deployment.api_base}/{endpoint}", data=JsonBody(body), headers=headers, timeout=timeout
         )
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:

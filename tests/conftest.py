@@ -1,0 +1,95 @@
+"""Fixtures shared by every test tier: fake deployments and gateways on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from openai import AsyncOpenAI
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.fakes import Behaviour, FakeUpstream, free_socket
+
+
+@dataclass
+class RunningGateway:
+    """A gateway served by uvicorn on a free loopback port."""
+
+    url: str
+    app: FastAPI
+    http: httpx.AsyncClient
+    clients: list[AsyncOpenAI] = field(default_factory=list)
+
+    def openai(self, api_key: str = "unused", max_retries: int = 0) -> AsyncOpenAI:
+        client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=max_retries, timeout=30)
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        await self.http.aclose()
+
+
+UpstreamFactory = Callable[..., Awaitable[FakeUpstream]]
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamFactory]:
+    """Start fake deployments: ``await upstream("vllm-a", fail_status=500)``."""
+    started: list[FakeUpstream] = []
+
+    async def make(name: str, **behaviour: Any) -> FakeUpstream:
+        fake = await FakeUpstream(name, Behaviour(**behaviour)).start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        await fake.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[GatewayFactory]:
+    """Start gateways from a config mapping: ``await gateway({"model_list": [...]})``."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None], RunningGateway]] = []
+
+    async def start(config: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+        loaded = parse_config(config, env or {})
+        app = create_app(loaded.config, env or {})
+        sock = free_socket()
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+        # The socket already listens, so clients may connect at once; uvicorn accepts after startup.
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        http = httpx.AsyncClient(base_url=url, timeout=30)
+        gw = RunningGateway(url, app, http)
+        running.append((server, task, gw))
+        return gw
+
+    yield start
+    for server, task, gw in running:
+        await gw.close()
+        server.should_exit = True
+        await task
+
+
+def deployment(
+    name: str, fake: FakeUpstream, model: str = "hosted_vllm/Qwen/Qwen2.5-VL-3B-Instruct", **params: Any
+) -> dict[str, Any]:
+    """One ``model_list`` entry pointing at ``fake``."""
+    vision = params.pop("supports_vision", False)
+    deployment_id = params.pop("id", None)
+    info: dict[str, Any] = {"supports_vision": vision}
+    if deployment_id:
+        info["id"] = deployment_id
+    return {"model_name": name, "litellm_params": {"model": model, "api_base": fake.url, **params}, "model_info": info}

@@ -1,0 +1,182 @@
+"""A fake OpenAI-compatible deployment served over real HTTP on loopback.
+
+Its behaviour is set per test: answer normally, fail with a status, hang, answer
+slowly, or drop a stream midway. It records every request body it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    """What the fake does with the next requests."""
+
+    fail_status: int | None = None
+    fail_times: int = -1  # how many requests fail; -1 means all of them
+    fail_body: bytes = b'{"error": {"message": "internal details: /srv/model.py line 3, key sk-secret"}}'
+    retry_after: str | None = None
+    hang: bool = False
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    drop_stream_after: int | None = None  # chunks sent before the connection is cut
+    omit_done: bool = False
+    content: str = "Hello from the fake"
+
+
+def free_socket() -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 with a free port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class FakeUpstream:
+    """An OpenAI-compatible server; ``url`` ends in ``/v1``."""
+
+    name: str
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    url: str = ""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _runner: web.AppRunner | None = None
+    _failed: int = 0
+
+    async def start(self) -> FakeUpstream:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        sock = free_socket()
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}/v1"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _misbehave(self) -> web.Response | None:
+        b = self.behaviour
+        if b.hang:
+            await asyncio.Event().wait()
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.fail_status is not None and (b.fail_times < 0 or self._failed < b.fail_times):
+            self._failed += 1
+            headers = {"Retry-After": b.retry_after} if b.retry_after else {}
+            return web.Response(
+                status=b.fail_status, body=b.fail_body, content_type="application/json", headers=headers
+            )
+        return None
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body: dict[str, Any] = orjson.loads(await request.read())
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        return body
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            failure = await self._misbehave()
+            if failure is not None:
+                return failure
+            if body.get("stream"):
+                return await self._stream(request, body)
+            return web.json_response(self._completion(body), dumps=lambda o: orjson.dumps(o).decode())
+        finally:
+            self.in_flight -= 1
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"{self.behaviour.content} ({self.name})"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
+
+    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        b = self.behaviour
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = [*f"{b.content} ({self.name})".split(" ")]
+        for index, word in enumerate(words):
+            if b.drop_stream_after is not None and index >= b.drop_stream_after:
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": {"content": word if index == 0 else " " + word}}],
+            }
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if b.chunk_delay_s:
+                await asyncio.sleep(b.chunk_delay_s)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+            final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": body["model"], "choices": []}
+            await response.write(b"data: " + orjson.dumps({**final, "usage": usage}) + b"\n\n")
+        if not b.omit_done:
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        payload = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "text": "fake", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+        }
+        return web.json_response(payload)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
+        payload = {"object": "list", "model": body["model"], "data": data, "usage": {"prompt_tokens": 3}}
+        return web.json_response(payload)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})

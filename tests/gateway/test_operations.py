@@ -1,0 +1,69 @@
+"""Health, readiness, metrics and API docs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import GatewayFactory, UpstreamFactory, deployment
+
+pytestmark = pytest.mark.service
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+async def test_health_and_docs(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    fake = await upstream("vllm")
+    gw = await gateway({"model_list": [deployment("vision", fake)]})
+    assert (await gw.http.get("/health")).json() == {"status": "ok"}
+    schema = (await gw.http.get("/openapi.json")).json()
+    assert "/v1/chat/completions" in schema["paths"]
+    assert (await gw.http.get("/docs")).status_code == 200
+
+
+async def test_ready_needs_one_reachable_deployment_per_group(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    up = await upstream("up")
+    down = await upstream("down")
+    await down.stop()
+    config = {
+        "model_list": [deployment("vision", up, id="v-up"), deployment("vision", down, id="v-down")],
+        "gateway_settings": {"ready_cache_seconds": 0},
+    }
+    gw = await gateway(config)
+    ready = await gw.http.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["model_groups"]["vision"]["deployments"] == {
+        "v-up": "ok",
+        "v-down": "connection refused or unreachable",
+    }
+
+    config["model_list"].append(deployment("chat", down, id="c-down"))
+    gw2 = await gateway(config)
+    not_ready = await gw2.http.get("/ready")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["model_groups"]["chat"]["ready"] is False
+    assert down.url not in not_ready.text
+
+
+async def test_metrics_count_requests_tokens_and_latency(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    fake = await upstream("vllm")
+    gw = await gateway({"model_list": [deployment("vision", fake, id="vllm-0")]})
+    client = gw.openai()
+    await client.chat.completions.create(model="vision", messages=HI)
+    stream = await client.chat.completions.create(
+        model="vision", messages=HI, stream=True, stream_options={"include_usage": True}
+    )
+    async for _ in stream:
+        pass
+    await gw.http.post("/v1/chat/completions", json={"model": "missing", "messages": HI})
+    text = (await gw.http.get("/metrics")).text
+    assert 'gateway_requests_total{deployment="vllm-0",model_group="vision",status_class="2xx"} 2.0' in text
+    assert 'gateway_requests_total{deployment="none",model_group="unknown",status_class="4xx"} 1.0' in text
+    assert 'gateway_prompt_tokens_total{model_group="vision"} 22.0' in text
+    assert 'gateway_completion_tokens_total{model_group="vision"} 12.0' in text
+    assert 'gateway_time_to_first_token_seconds_count{model_group="vision"} 1.0' in text
+    assert 'gateway_request_duration_seconds_count{model_group="vision",stream="true"} 1.0' in text
+    assert 'gateway_overhead_seconds_count{model_group="vision"} 2.0' in text
+    assert 'gateway_in_flight_requests{model_group="vision"} 0.0' in text
+    assert "process_resident_memory_bytes" in text
