@@ -139,26 +139,30 @@ def parse_config(raw: dict[str, Any], env: Mapping[str, str], source: str = "con
     if not isinstance(extra_env, dict):
         raise ConfigError(f"{source}: environment_variables must be a mapping")
     merged_env = {**{str(k): str(v) for k, v in extra_env.items()}, **env}
-    resolved = _resolve_env(raw, merged_env, source, path="")
+    empty: list[str] = []
+    resolved = _resolve_env(raw, merged_env, source, "", empty)
     _merge_litellm_settings(resolved)
     try:
         config = ProxyConfig.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(source, exc)) from None
     _check_semantics(config, source)
-    return LoadedConfig(config=config, warnings=_collect_warnings(config))
+    warnings = [f"{path}: environment variable is empty" for path in empty]
+    return LoadedConfig(config=config, warnings=warnings + _collect_warnings(config))
 
 
-def _resolve_env(value: Any, env: Mapping[str, str], source: str, path: str) -> Any:
+def _resolve_env(value: Any, env: Mapping[str, str], source: str, path: str, empty: list[str]) -> Any:
     if isinstance(value, str) and value.startswith(ENV_REFERENCE):
         name = value[len(ENV_REFERENCE) :]
         if name not in env:
             raise ConfigError(f"{source}: {path or 'value'} refers to environment variable {name}, which is not set")
+        if not env[name]:
+            empty.append(f"{path} ({name})")
         return env[name]
     if isinstance(value, dict):
-        return {k: _resolve_env(v, env, source, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _resolve_env(v, env, source, f"{path}.{k}" if path else str(k), empty) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env(v, env, source, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_resolve_env(v, env, source, f"{path}[{i}]", empty) for i, v in enumerate(value)]
     return value
 
 

@@ -71,9 +71,7 @@ async def test_key_over_its_rpm_gets_429_with_retry_after(upstream: UpstreamFact
     headers = {"Authorization": f"Bearer {TEAM}"}
     statuses = []
     for _ in range(4):
-        response = await gw.http.post(
-            "/v1/chat/completions", json={"model": "vision", "messages": HI}, headers=headers
-        )
+        response = await gw.http.post("/v1/chat/completions", json={"model": "vision", "messages": HI}, headers=headers)
         statuses.append(response.status_code)
     assert statuses == [200, 200, 200, 429]
     assert int(response.headers["retry-after"]) >= 1

@@ -143,7 +143,9 @@ async def test_request_id_is_honoured_and_forwarded(upstream: UpstreamFactory, g
     response = await gw.http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "req-42"})
     assert response.headers["x-request-id"] == "req-42"
     assert vllm.headers[-1]["X-Request-ID"] == "req-42"
-    generated = await gw.http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "has spaces and {braces}"})
+    generated = await gw.http.post(
+        "/v1/chat/completions", json=body, headers={"X-Request-ID": "has spaces and {braces}"}
+    )
     assert len(generated.headers["x-request-id"]) == 32
 
 
