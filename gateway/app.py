@@ -22,7 +22,7 @@ from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
-from gateway.requests import RequestIdMiddleware, has_images, read_json_object, require_fields
+from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
 from gateway.upstream import UpstreamClient
 
@@ -39,11 +39,12 @@ class GatewayState:
     metrics: Metrics
     forwarder: Forwarder
     readiness: Readiness
+    inspector: BodyInspector
     started_at: int
 
 
-def get_state(request: Request) -> GatewayState:
-    """The app's state, placed in every request's scope by the lifespan."""
+async def get_state(request: Request) -> GatewayState:
+    """The app's state, placed in every request's scope by the lifespan (async: no thread hop)."""
     state: GatewayState = request.state.gateway
     return state
 
@@ -74,6 +75,7 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
             metrics=metrics,
             forwarder=Forwarder(router, client, metrics, settings),
             readiness=Readiness(router, client, settings.ready_probe_timeout, settings.ready_cache_seconds),
+            inspector=BodyInspector(),
             started_at=int(time.time()),
         )
         if keys.is_open:
@@ -130,8 +132,9 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
 async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Response:
     request_id: str = request.state.request_id
     principal = state.keys.authenticate(request.headers.get("authorization"))
-    body = await read_json_object(request, state.config.gateway_settings.max_body_bytes)
-    model, stream = require_fields(body, field)
+    raw = await read_body(request, state.config.gateway_settings.max_body_bytes)
+    facts = state.inspector.inspect(raw, field)
+    model, stream = facts.model, facts.stream
     if stream and endpoint == "embeddings":
         raise InvalidRequest("embeddings cannot be streamed", param="stream")
     route = state.router.resolve(model)
@@ -142,7 +145,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
     principal.check_rate()
     accounting = Accounting(state.metrics, request_id, route.group.name, stream)
     request.state.accounting = accounting
-    call = Call(endpoint, body, model, stream, has_images(body), request_id, accounting)
+    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting)
     return await state.forwarder.forward(call, route)
 
 

@@ -11,7 +11,6 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import orjson
@@ -22,6 +21,7 @@ from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
 from gateway.metrics import Metrics
+from gateway.requests import replace_model
 from gateway.routing import Route, Router
 from gateway.streaming import EventRelay, model_replacements
 from gateway.upstream import TRANSPORT_ERRORS, AttemptFailed, UpstreamClient, status_failure, transport_failure
@@ -35,20 +35,24 @@ class Call:
     """One client request on its way to a deployment."""
 
     endpoint: str
-    body: dict[str, Any]
+    raw: bytes
     requested_model: str
     stream: bool
     has_images: bool
     request_id: str
     accounting: Accounting
-    _encoded: dict[str, bytes] = field(default_factory=dict)
+    _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
 
-    def encoded_for(self, upstream_model: str) -> bytes:
-        """The request body with ``model`` rewritten, serialised once per upstream name."""
+    def encoded_for(self, upstream_model: str) -> list[bytes | memoryview]:
+        """The client's body with ``model`` rewritten, built once per upstream name."""
         data = self._encoded.get(upstream_model)
         if data is None:
-            self.body["model"] = upstream_model
-            data = self._encoded[upstream_model] = orjson.dumps(self.body)
+            data = replace_model(self.raw, self.requested_model, upstream_model)
+            if data is None:
+                body = orjson.loads(self.raw)
+                body["model"] = upstream_model
+                data = [orjson.dumps(body)]
+            self._encoded[upstream_model] = data
         return data
 
 

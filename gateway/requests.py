@@ -1,12 +1,17 @@
-"""Reading and checking client request bodies before they are forwarded."""
+"""Reading and checking client request bodies before they are forwarded.
+
+Bodies are parsed with simdjson's lazy documents: validation reads ``model``, ``stream``
+and the message part types without materialising megabytes of base64 image strings.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
+import simdjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,10 +19,23 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image", "video_url"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MODEL_KEY = b'"model"'
+_MAX_QUOTES_SCANNED = 50_000
+# A reused parser keeps the capacity of the largest body it saw; larger bodies get their own.
+_REUSE_PARSER_UP_TO = 4 * 1024 * 1024
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, refusing bodies over ``limit`` bytes without buffering them."""
+@dataclass(frozen=True)
+class RequestFacts:
+    """What routing needs to know about a request body."""
+
+    model: str
+    stream: bool
+    has_images: bool
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing bodies over ``limit`` bytes without buffering them."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than the {limit} byte limit")
@@ -30,43 +48,103 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         chunks.append(chunk)
     if not size:
         raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(body, dict):
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class BodyInspector:
+    """Parses request bodies, reusing one simdjson parser (and its buffers) where it can."""
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser()
+
+    def inspect(self, raw: bytes, field: str) -> RequestFacts:
+        """Validate ``model``, the endpoint's main ``field`` and ``stream``, and look for images."""
+        parser = self._parser if len(raw) <= _REUSE_PARSER_UP_TO else simdjson.Parser()
+        try:
+            try:
+                body = parser.parse(raw)
+            except RuntimeError:
+                # A document of the shared parser is still referenced (an error being reported).
+                body = simdjson.Parser().parse(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            reason = str(exc).split(":", 1)[-1].split(".")[0].strip()
+            raise InvalidRequest(f"request body is not valid JSON: {reason}") from None
+        return _facts(body, field)
+
+
+def _facts(body: object, field: str) -> RequestFacts:
+    if not isinstance(body, simdjson.Object):
         raise InvalidRequest("request body must be a JSON object")
-    return body
-
-
-def require_fields(body: dict[str, Any], field: str) -> tuple[str, bool]:
-    """Check ``model``, the endpoint's main ``field`` and ``stream``; returns (model, stream)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     value = body.get(field)
-    if value is None or (isinstance(value, list | str) and not value):
+    if value is None or (isinstance(value, simdjson.Array | str) and not len(value)):
         raise InvalidRequest(f"'{field}' is required and must not be empty", param=field)
-    if field == "messages" and not isinstance(value, list):
+    if field == "messages" and not isinstance(value, simdjson.Array):
         raise InvalidRequest("'messages' must be a list of message objects", param="messages")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
-    return model, stream
+    images = field == "messages" and isinstance(value, simdjson.Array) and _has_images(value)
+    return RequestFacts(model, stream, images)
 
 
-def has_images(body: dict[str, Any]) -> bool:
-    """Whether any message carries an image or video part."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return False
+def _has_images(messages: simdjson.Array) -> bool:
     for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
+        content = message.get("content") if isinstance(message, simdjson.Object) else None
+        if isinstance(content, simdjson.Array):
             for part in content:
-                if isinstance(part, dict) and part.get("type") in _IMAGE_PART_TYPES:
+                if isinstance(part, simdjson.Object) and part.get("type") in _IMAGE_PART_TYPES:
                     return True
     return False
+
+
+def replace_model(raw: bytes, current: str, new: str) -> list[bytes | memoryview] | None:
+    """Swap the ``model`` value in raw JSON bytes without re-serialising megabytes of images.
+
+    Returns the body as pieces to send one after the other (the payload is not copied),
+    or None unless the body has exactly one ``"model"`` key and its value is ``current``;
+    the caller then re-serialises. An unescaped ``"model"`` followed by ``:`` can only be
+    an object key, so a single one is the top-level key the parser saw. The scan jumps
+    from quote to quote (memchr), so base64 payloads cost next to nothing.
+    """
+    value = orjson.dumps(current)
+    span: tuple[int, int] | None = None
+    position, hops = raw.find(b'"'), 0
+    while position >= 0:
+        hops += 1
+        if hops > _MAX_QUOTES_SCANNED:
+            return None
+        if raw.startswith(_MODEL_KEY, position) and not _escaped(raw, position):
+            after = _skip_space(raw, position + len(_MODEL_KEY))
+            if raw[after : after + 1] == b":":
+                if span is not None:
+                    return None
+                start = _skip_space(raw, after + 1)
+                if not raw.startswith(value, start):
+                    return None
+                span = (start, start + len(value))
+        position = raw.find(b'"', position + 1)
+    if span is None:
+        return None
+    if current == new:
+        return [raw]
+    view = memoryview(raw)
+    return [view[: span[0]], orjson.dumps(new), view[span[1] :]]
+
+
+def _escaped(raw: bytes, position: int) -> bool:
+    backslashes = 0
+    while position - backslashes - 1 >= 0 and raw[position - backslashes - 1] == 0x5C:
+        backslashes += 1
+    return backslashes % 2 == 1
+
+
+def _skip_space(raw: bytes, position: int) -> int:
+    while raw[position : position + 1] in (b" ", b"\t", b"\n", b"\r"):
+        position += 1
+    return position
 
 
 class RequestIdMiddleware:

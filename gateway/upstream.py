@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import aiohttp
-from aiohttp.payload import BytesPayload, Payload
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from gateway.deployment import Deployment
 from gateway.errors import (
@@ -29,16 +31,26 @@ class AttemptFailed(Exception):
         self.retryable = retryable
 
 
-class JsonBody(BytesPayload):
-    """A JSON body written in one call.
+class JsonBody(Payload):
+    """A JSON body sent as the pieces it was assembled from, so megabytes are never copied.
 
-    aiohttp warns about bytes bodies over 1 MiB, but an asyncio transport buffers a large
-    write without blocking the loop, and image requests are routinely several MiB.
+    An asyncio transport buffers a large write without blocking the loop, and image
+    requests are routinely several MiB.
     """
 
-    def __init__(self, value: bytes) -> None:
-        Payload.__init__(self, value, content_type="application/json")
-        self._size = len(value)
+    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
+        super().__init__(parts, content_type="application/json")
+        self._parts = parts
+        self._size = sum(len(part) for part in parts)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        """Write every piece in order."""
+        for part in self._parts:
+            await writer.write(part)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The body as text (aiohttp calls this only for debugging output)."""
+        return b"".join(self._parts).decode(encoding, errors)
 
 
 class UpstreamClient:
@@ -57,7 +69,7 @@ class UpstreamClient:
         await self._session.close()
 
     async def post(
-        self, deployment: Deployment, endpoint: str, body: bytes, stream: bool, request_id: str
+        self, deployment: Deployment, endpoint: str, body: Sequence[bytes | memoryview], stream: bool, request_id: str
     ) -> aiohttp.ClientResponse:
         """Send ``body`` to ``endpoint`` of ``deployment``; the caller releases the response."""
         headers = {

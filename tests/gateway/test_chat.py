@@ -159,3 +159,15 @@ async def test_raw_stream_is_sse_and_ends_with_done(upstream: UpstreamFactory, g
     assert events[-1] == b"data: [DONE]"
     for event in events[:-1]:
         assert orjson.loads(event.removeprefix(b"data: "))["model"] == "chat"
+
+
+async def test_duplicate_model_keys_cannot_smuggle_another_model(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    _, nebius, gw = await _two_groups(upstream, gateway)
+    raw = (
+        b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "model": "chat", "model": "secret-model"}'
+    )
+    response = await gw.http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    assert nebius.bodies[-1]["model"] == "meta-llama/Llama-3.3-70B-Instruct"

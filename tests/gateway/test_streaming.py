@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from gateway.errors import rejected_from_upstream
+from gateway.requests import replace_model
 from gateway.streaming import EventRelay, model_replacements
 
 pytestmark = pytest.mark.unit
@@ -54,3 +56,30 @@ def test_upstream_4xx_keeps_message_and_drops_the_rest() -> None:
     plain = rejected_from_upstream(422, b"<html>oops</html>")
     assert plain.status_code == 422
     assert "oops" not in plain.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"model":"vision","messages":[]}', b'{"model":"Qwen/Qwen2.5-VL","messages":[]}'),
+        (b'{ "messages": [], "model" :\n "vision" }', b'{ "messages": [], "model" :\n "Qwen/Qwen2.5-VL" }'),
+        (
+            b'{"messages":[{"content":"\\"model\\":\\"vision\\""}],"model":"vision"}',
+            b'{"messages":[{"content":"\\"model\\":\\"vision\\""}],"model":"Qwen/Qwen2.5-VL"}',
+        ),
+        (b'{"model":"vision","metadata":{"model":"vision"}}', None),
+        (b'{"\\u006dodel":"vision"}', None),
+        (b'{"model":"vision","model":"gpt-4o"}', None),
+        (b'{"model":"gpt-4o"}', None),
+        (
+            b'{"say \\"model": 1, "model":"vision"}',
+            b'{"say \\"model": 1, "model":"Qwen/Qwen2.5-VL"}',
+        ),
+    ],
+)
+def test_model_is_swapped_in_raw_bytes_only_when_unambiguous(raw: bytes, expected: bytes | None) -> None:
+    parts = replace_model(raw, "vision", "Qwen/Qwen2.5-VL")
+    swapped = None if parts is None else b"".join(parts)
+    assert swapped == expected
+    if swapped is not None:
+        assert orjson.loads(swapped) == {**orjson.loads(raw), "model": "Qwen/Qwen2.5-VL"}

@@ -1,0 +1,290 @@
+"""Gateway benchmark: the same load sent directly to a fast fake deployment, through this
+gateway, and through LiteLLM Proxy, all on loopback in one process tree.
+
+Run: ``make bench`` or ``python -m bench.gateway [--duration 3] [--skip-litellm]``.
+LiteLLM Proxy is installed on first use into ``.bench/litellm-venv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import yaml
+
+from bench import procstat
+
+ROOT = Path(__file__).resolve().parents[1]
+LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
+KEY = "sk-bench-7f3a9c2e1d4b8a6f5e0c9b2a"
+IMAGE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    concurrency: int
+    stream: bool
+    image: bool
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    elapsed: float
+    latencies: list[float]
+    cpu_s: float | None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.elapsed
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    @property
+    def cpu_ms(self) -> float | None:
+        return None if self.cpu_s is None else self.cpu_s / max(1, self.requests + self.errors) * 1000
+
+
+SCENARIOS = [
+    Scenario(f"{'image 1MiB' if image else 'small'} {'stream' if stream else 'plain'} c={c}", c, stream, image)
+    for image in (False, True)
+    for stream in (False, True)
+    for c in (1, 32)
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def body(scenario: Scenario) -> bytes:
+    content: object = "Say ok."
+    if scenario.image:
+        image = base64.b64encode(os.urandom(IMAGE_BYTES * 3 // 4)).decode()
+        content = [
+            {"type": "text", "text": "Describe."},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+        ]
+    payload: dict[str, object] = {"model": "bench", "messages": [{"role": "user", "content": content}], "max_tokens": 8}
+    if scenario.stream:
+        payload["stream"] = True
+    return orjson.dumps(payload)
+
+
+async def wait_until_up(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {deadline_s}s")
+
+
+async def load(url: str, payload: bytes, scenario: Scenario, duration: float, pid: int | None) -> Result:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=scenario.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+                    return
+            latencies.append(time.perf_counter() - started)
+
+        async def worker(until: float) -> None:
+            while time.perf_counter() < until:
+                await one()
+
+        warm_until = time.perf_counter() + min(0.5, duration / 4)
+        await asyncio.gather(*(worker(warm_until) for _ in range(scenario.concurrency)))
+        latencies.clear()
+        errors = 0
+        cpu_before = procstat.cpu_seconds(pid) if pid else None
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + duration) for _ in range(scenario.concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = procstat.cpu_seconds(pid) - cpu_before if pid and cpu_before is not None else None
+    return Result(len(latencies), errors, elapsed, latencies, cpu)
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if binary.exists():
+        return binary
+    print("installing LiteLLM Proxy into .bench/litellm-venv (first run only)...", flush=True)
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(LITELLM_VENV)], check=True)
+    python = str(LITELLM_VENV / "bin" / "python")
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", python, "litellm[proxy]"], check=True)
+    return binary
+
+
+@contextmanager
+def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(args, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def write_config(path: Path, upstream_port: int, ours: bool) -> None:
+    entry = {
+        "model_name": "bench",
+        "litellm_params": {"model": "hosted_vllm/fake", "api_base": f"http://127.0.0.1:{upstream_port}/v1"},
+    }
+    config: dict[str, object] = {"model_list": [entry], "general_settings": {"master_key": KEY}}
+    if ours:
+        config["router_settings"] = {"num_retries": 0}
+    path.write_text(yaml.safe_dump(config))
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+async def run(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    upstream_port, ours_port, litellm_port = free_port(), free_port(), free_port()
+    write_config(work / "ours.yaml", upstream_port, ours=True)
+    write_config(work / "litellm.yaml", upstream_port, ours=False)
+    python = sys.executable
+    targets: dict[str, tuple[str, int | None]] = {}
+    with (
+        started([python, "-m", "bench.fake_upstream", "--port", str(upstream_port)], {}, work / "up.log") as upstream,
+        started(
+            [
+                str(Path(python).parent / "gateway"),
+                "serve",
+                "--config",
+                str(work / "ours.yaml"),
+                "--port",
+                str(ours_port),
+            ],
+            {"GATEWAY_LOG_LEVEL": "info"},
+            work / "ours.log",
+        ) as ours,
+    ):
+        await wait_until_up(f"http://127.0.0.1:{upstream_port}/v1/models", upstream, 30)
+        await wait_until_up(f"http://127.0.0.1:{ours_port}/health", ours, 30)
+        targets["direct"] = (f"http://127.0.0.1:{upstream_port}/v1/chat/completions", None)
+        targets["ours"] = (f"http://127.0.0.1:{ours_port}/v1/chat/completions", ours.pid)
+        litellm_ctx = None
+        if not args.skip_litellm:
+            binary = ensure_litellm()
+            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
+            command = [str(binary), "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1"]
+            command += ["--port", str(litellm_port), "--num_workers", "1", "--telemetry", "False"]
+            litellm_ctx = started(command, env, work / "litellm.log")
+            litellm = litellm_ctx.__enter__()
+            await wait_until_up(f"http://127.0.0.1:{litellm_port}/health/liveliness", litellm, 180)
+            targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm.pid)
+        try:
+            results = await measure(targets, args.duration)
+            rss = procstat.rss_bytes(ours.pid)
+        finally:
+            if litellm_ctx is not None:
+                litellm_ctx.__exit__(None, None, None)
+    return report(results, rss)
+
+
+async def measure(targets: dict[str, tuple[str, int | None]], duration: float) -> dict[tuple[str, str], Result]:
+    results: dict[tuple[str, str], Result] = {}
+    print(f"{'scenario':<26}{'target':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}{'errors':>8}")
+    for scenario in SCENARIOS:
+        payload = body(scenario)
+        for target, (url, pid) in targets.items():
+            result = await load(url, payload, scenario, duration, pid)
+            results[(scenario.name, target)] = result
+            print(
+                f"{scenario.name:<26}{target:<9}{result.rps:>9.0f}{fmt(result.percentile(0.5)):>9}"
+                f"{fmt(result.percentile(0.99)):>9}{fmt(result.cpu_ms):>12}{result.errors:>8}",
+                flush=True,
+            )
+    return results
+
+
+def report(results: dict[tuple[str, str], Result], rss: int) -> int:
+    def p50(scenario: str, target: str) -> float:
+        return results[(scenario, target)].percentile(0.5)
+
+    print("\nratios")
+    checks: list[tuple[str, bool]] = []
+    for scenario in SCENARIOS:
+        ours = results[(scenario.name, "ours")]
+        direct = results[(scenario.name, "direct")]
+        line = f"  {scenario.name:<26} ours/direct throughput {ours.rps / direct.rps:5.2f}x"
+        litellm = results.get((scenario.name, "litellm"))
+        if litellm is not None and litellm.rps:
+            ratio = ours.rps / litellm.rps
+            line += f"   ours/litellm throughput {ratio:6.1f}x"
+            if scenario.concurrency == 32:
+                checks.append((f"{scenario.name}: ours/litellm throughput {ratio:.1f}x >= 10x", ratio >= 10))
+        line += f"   added p50 {p50(scenario.name, 'ours') - p50(scenario.name, 'direct'):+.2f} ms"
+        print(line)
+    for stream in ("plain", "stream"):
+        small, image = f"small {stream} c=1", f"image 1MiB {stream} c=1"
+        added_small = p50(small, "ours") - p50(small, "direct")
+        added_image = p50(image, "ours") - p50(image, "direct")
+        checks.append((f"{small}: added p50 {added_small:.2f} ms <= 1 ms", added_small <= 1.0))
+        checks.append(
+            (
+                f"{image}: added p50 beyond small {added_image - added_small:.2f} ms <= 2 ms",
+                added_image - added_small <= 2,
+            )
+        )
+    checks.append((f"gateway RSS after run {rss / 2**20:.0f} MiB < 150 MiB", rss < 150 * 2**20))
+    print("\ntargets")
+    for text, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per scenario and target")
+    parser.add_argument("--skip-litellm", action="store_true", help="compare with direct calls only")
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
