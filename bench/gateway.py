@@ -219,18 +219,21 @@ async def run(args: argparse.Namespace) -> int:
             await wait_until_up(f"http://127.0.0.1:{litellm_port}/health/liveliness", litellm, 180)
             targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm.pid)
         try:
-            results = await measure(targets, args.duration)
+            scenarios = [s for s in SCENARIOS if args.only in s.name]
+            results = await measure(targets, scenarios, args.duration)
             rss = procstat.rss_bytes(ours.pid)
         finally:
             if litellm_ctx is not None:
                 litellm_ctx.__exit__(None, None, None)
-    return report(results, rss)
+    return report(results, scenarios, rss)
 
 
-async def measure(targets: dict[str, tuple[str, int | None]], duration: float) -> dict[tuple[str, str], Result]:
+async def measure(
+    targets: dict[str, tuple[str, int | None]], scenarios: list[Scenario], duration: float
+) -> dict[tuple[str, str], Result]:
     results: dict[tuple[str, str], Result] = {}
     print(f"{'scenario':<26}{'target':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}{'errors':>8}")
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         payload = body(scenario)
         for target, (url, pid) in targets.items():
             result = await load(url, payload, scenario, duration, pid)
@@ -243,13 +246,13 @@ async def measure(targets: dict[str, tuple[str, int | None]], duration: float) -
     return results
 
 
-def report(results: dict[tuple[str, str], Result], rss: int) -> int:
+def report(results: dict[tuple[str, str], Result], scenarios: list[Scenario], rss: int) -> int:
     def p50(scenario: str, target: str) -> float:
         return results[(scenario, target)].percentile(0.5)
 
     print("\nratios")
     checks: list[tuple[str, bool]] = []
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         ours = results[(scenario.name, "ours")]
         direct = results[(scenario.name, "direct")]
         line = f"  {scenario.name:<26} ours/direct throughput {ours.rps / direct.rps:5.2f}x"
@@ -261,8 +264,11 @@ def report(results: dict[tuple[str, str], Result], rss: int) -> int:
                 checks.append((f"{scenario.name}: ours/litellm throughput {ratio:.1f}x >= 10x", ratio >= 10))
         line += f"   added p50 {p50(scenario.name, 'ours') - p50(scenario.name, 'direct'):+.2f} ms"
         print(line)
+    names = {s.name for s in scenarios}
     for stream in ("plain", "stream"):
         small, image = f"small {stream} c=1", f"image 1MiB {stream} c=1"
+        if small not in names or image not in names:
+            continue
         added_small = p50(small, "ours") - p50(small, "direct")
         added_image = p50(image, "ours") - p50(image, "direct")
         checks.append((f"{small}: added p50 {added_small:.2f} ms <= 1 ms", added_small <= 1.0))
@@ -283,6 +289,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per scenario and target")
     parser.add_argument("--skip-litellm", action="store_true", help="compare with direct calls only")
+    parser.add_argument("--only", default="", help="run only scenarios whose name contains this text")
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

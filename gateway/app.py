@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
@@ -21,7 +23,14 @@ from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_re
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ErrorEnvelope,
+    ModelCard,
+    ModelList,
+)
 from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
 from gateway.upstream import UpstreamClient
@@ -91,17 +100,11 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
     app.add_middleware(RequestIdMiddleware)
     _add_error_handlers(app, metrics)
 
-    @app.post("/v1/chat/completions", openapi_extra=_body_doc(ChatCompletionRequest), tags=["openai"])
-    async def chat_completions(request: Request, state: StateDep) -> Response:
-        return await _proxy(request, state, "chat/completions", "messages")
-
-    @app.post("/v1/completions", openapi_extra=_body_doc(CompletionRequest), tags=["openai"])
-    async def completions(request: Request, state: StateDep) -> Response:
-        return await _proxy(request, state, "completions", "prompt")
-
-    @app.post("/v1/embeddings", openapi_extra=_body_doc(EmbeddingRequest), tags=["openai"])
-    async def embeddings(request: Request, state: StateDep) -> Response:
-        return await _proxy(request, state, "embeddings", "input")
+    # The data plane uses plain Starlette routes: FastAPI's per-request dependency and
+    # exit-stack machinery costs more than the rest of a small request's handling.
+    for path, endpoint, field, _ in _PROXY_ENDPOINTS:
+        app.router.routes.append(Route(path, _proxy_endpoint(endpoint, field), methods=["POST"], name=endpoint))
+    _document_proxy_endpoints(app)
 
     @app.get("/v1/models", response_model=ModelList, tags=["openai"])
     async def list_models(request: Request, state: StateDep) -> ModelList:
@@ -127,6 +130,48 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+_PROXY_ENDPOINTS: list[tuple[str, str, str, type[BaseModel]]] = [
+    ("/v1/chat/completions", "chat/completions", "messages", ChatCompletionRequest),
+    ("/v1/completions", "completions", "prompt", CompletionRequest),
+    ("/v1/embeddings", "embeddings", "input", EmbeddingRequest),
+]
+
+
+def _proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        return await _proxy(request, request.state.gateway, endpoint, field)
+
+    return handle
+
+
+def _document_proxy_endpoints(app: FastAPI) -> None:
+    """Add the data-plane routes, which FastAPI does not see, to the OpenAPI schema."""
+    build_default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build_default()
+            for path, endpoint, _, model in _PROXY_ENDPOINTS:
+                operation = {
+                    "tags": ["openai"],
+                    "summary": f"Create {endpoint.replace('/', ' ').replace('_', ' ')}",
+                    "operationId": endpoint.replace("/", "_"),
+                    **_body_doc(model),
+                    "responses": {
+                        "200": {"description": "The deployment's answer; SSE when `stream` is true"},
+                        "default": {
+                            "description": "OpenAI error envelope",
+                            "content": {"application/json": {"schema": ErrorEnvelope.model_json_schema()}},
+                        },
+                    },
+                }
+                schema["paths"][path] = {"post": operation}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Response:
