@@ -3,19 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# The CUDA build of vLLM where there is an NVIDIA GPU, the CPU build elsewhere.
+VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),launch/requirements-vllm-gpu.txt,launch/requirements-vllm-cpu.txt)
+# Wheels that pip finds through PIP_FIND_LINKS (torch's CPU build on some machines) are offered to uv too.
+FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 
-.PHONY: install up test lint typecheck unit bench check-config clean
+.PHONY: install vllm-env up test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,launch]'
 	touch $(STAMP)
+
+$(VLLM_STAMP): $(VLLM_REQUIREMENTS) launch/vllm-overrides.txt | $(STAMP)
+	@echo "installing vLLM into $(VLLM_VENV) from $(VLLM_REQUIREMENTS) (first time: a few minutes, ~3.5 GB)"
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(VLLM_VENV)
+	$(BIN)/uv pip install --python $(VLLM_VENV)/bin/python -r $(VLLM_REQUIREMENTS) \
+		--override launch/vllm-overrides.txt $(FIND_LINKS)
+	touch $(VLLM_STAMP)
 
 install: $(STAMP)
 
-up: install
-	$(BIN)/gateway serve --config $${GATEWAY_CONFIG:-config.example.yaml}
+vllm-env: $(VLLM_STAMP)
+
+up: install vllm-env
+	$(BIN)/launch up
 
 lint: install
 	$(BIN)/ruff check .
@@ -24,7 +39,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck vllm-env
 	$(BIN)/pytest
 
 unit: install
@@ -34,4 +49,4 @@ bench: install
 	$(BIN)/python -m bench.gateway
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .launch

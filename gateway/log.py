@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 # Attributes every LogRecord has; anything else was passed through ``extra=``.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,197 @@
+"""What ``launch up`` starts: vLLM with a profile, the gateway in front of it, the video service."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launch.catalogue import find
+from launch.gpu import detect_gpus
+from launch.profiles import PROFILES, Profile, select_profile, vllm_command
+from launch.stack import Service
+
+TINY_WARNING = (
+    "!!! Serving the TINY RANDOM-WEIGHTS model: every answer is meaningless. !!!\n"
+    "!!! It proves the stack works. For real answers: `launch models download qwen2.5-vl-3b` (CPU)\n"
+    "!!! or run on a GPU machine, where a real profile is chosen by GPU memory."
+)
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    root: Path
+    models_dir: Path
+    vllm_python: str
+    profile: str | None = None
+    tiny: bool = False
+    host: str = "127.0.0.1"
+    vllm_port: int = 8000
+    gateway_port: int = 4000
+    video_port: int = 8080
+    with_video: bool = True
+
+
+def choose_profile(options: UpOptions, say: Callable[[str], None]) -> Profile:
+    """The requested profile; without one, by GPU memory, falling back to the tiny model."""
+    if options.tiny:
+        return PROFILES["tiny"]
+    if options.profile:
+        if options.profile not in PROFILES:
+            raise RuntimeError(f"unknown profile '{options.profile}'; choose from {', '.join(PROFILES)}")
+        return PROFILES[options.profile]
+    gpus = detect_gpus()
+    profile = select_profile(gpus)
+    if profile.on_cpu and not (options.models_dir / profile.model).is_dir():
+        say(f"no GPU found and {profile.model} is not in {options.models_dir}: using the tiny model")
+        return PROFILES["tiny"]
+    return profile
+
+
+def gateway_config(served_name: str, vllm_url: str, max_parallel: int, env: dict[str, str]) -> dict[str, Any]:
+    """A gateway config: ``vision`` on the local vLLM; ``chat`` on Nebius when a key is set, else local."""
+    local = {
+        "model": f"hosted_vllm/{served_name}",
+        "api_base": vllm_url,
+        "timeout": 300,
+        "stream_timeout": 120,
+        "max_parallel_requests": max_parallel,
+    }
+    models: list[dict[str, Any]] = [
+        {"model_name": "vision", "litellm_params": local, "model_info": {"id": "local-vllm", "supports_vision": True}}
+    ]
+    if env.get("NEBIUS_API_KEY"):
+        nebius = {"api_key": "os.environ/NEBIUS_API_KEY", "timeout": 120}
+        models.append(
+            {
+                "model_name": "chat",
+                "litellm_params": {"model": "nebius/meta-llama/Llama-3.3-70B-Instruct", **nebius},
+                "model_info": {"id": "nebius-chat"},
+            }
+        )
+        models.append({"model_name": "nebius/*", "litellm_params": {"model": "nebius/*", **nebius}})
+    else:
+        models.append(
+            {
+                "model_name": "chat",
+                "litellm_params": local,
+                "model_info": {"id": "local-vllm-chat", "supports_vision": True},
+            }
+        )
+    config: dict[str, Any] = {
+        "model_list": models,
+        "router_settings": {"routing_strategy": "least-busy", "num_retries": 2, "cooldown_time": 10},
+    }
+    if env.get("GATEWAY_MASTER_KEY"):
+        config["general_settings"] = {"master_key": "os.environ/GATEWAY_MASTER_KEY"}
+    return config
+
+
+def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
+    """Prepare everything ``launch up`` needs and return the services to run, in start order."""
+    if not Path(options.vllm_python).exists():
+        raise RuntimeError(f"the vLLM environment is missing ({options.vllm_python}); run `make vllm-env`")
+    profile = choose_profile(options, say)
+    spec = find(profile.model)
+    model_dir = options.models_dir / spec.name
+    if profile.name == "tiny":
+        say(TINY_WARNING)
+        if not model_dir.is_dir():
+            say(f"building the tiny model in {model_dir}")
+            subprocess.run(
+                [options.vllm_python, "-m", "launch.tiny_model", str(model_dir)],
+                cwd=options.root,
+                env={**os.environ, "PYTHONPATH": str(options.root)},
+                check=True,
+            )
+    local = model_dir.is_dir()
+    launch = vllm_command(
+        profile,
+        str(model_dir) if local else spec.repo_id,
+        spec.name,
+        python=options.vllm_python,
+        host=options.host,
+        port=options.vllm_port,
+        gpu_count=0 if profile.on_cpu else len(detect_gpus()),
+        offline=local,
+    )
+    env = dict(launch.env)
+    say(f"vLLM profile {profile.name}: {launch.shell()}")
+    vllm_url = f"http://{_client_host(options.host)}:{options.vllm_port}"
+    state_dir = options.root / ".launch"
+    state_dir.mkdir(exist_ok=True)
+    config_path = state_dir / "gateway.yaml"
+    config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, dict(os.environ))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    bin_dir = Path(os.environ.get("VIRTUAL_ENV", options.root / ".venv")) / "bin"
+    gateway_url = f"http://{_client_host(options.host)}:{options.gateway_port}"
+    groups = ", ".join(m["model_name"] for m in config["model_list"])
+    services = [
+        Service(
+            "vllm",
+            launch.argv,
+            env,
+            health_url=f"{vllm_url}/health",
+            ready_timeout_s=600 if profile.on_cpu else 1800,
+            announce=f"{vllm_url}/v1 serving '{spec.name}' (profile {profile.name})",
+        ),
+        Service(
+            "gateway",
+            [
+                str(bin_dir / "gateway"),
+                "serve",
+                "--config",
+                str(config_path),
+                "--host",
+                options.host,
+                "--port",
+                str(options.gateway_port),
+            ],
+            {"GATEWAY_ENVIRONMENT": "development"},
+            health_url=f"{gateway_url}/health",
+            ready_timeout_s=60,
+            announce=f"{gateway_url}/v1 (OpenAI API; models: {groups}; docs at {gateway_url}/docs)",
+        ),
+    ]
+    if options.with_video and _installed("video.cli"):
+        video_url = f"http://{_client_host(options.host)}:{options.video_port}"
+        services.append(
+            Service(
+                "video",
+                [
+                    str(bin_dir / "video"),
+                    "serve",
+                    "--gateway-url",
+                    f"{gateway_url}/v1",
+                    "--host",
+                    options.host,
+                    "--port",
+                    str(options.video_port),
+                ],
+                health_url=f"{video_url}/health",
+                ready_timeout_s=60,
+                announce=f"{video_url} (video upload, status and chat)",
+            )
+        )
+    return services
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _listen(host: str, port: int) -> list[str]:
+    return ["--host", host, "--port", str(port)]
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -1,0 +1,160 @@
+"""The gateway in front of a real vLLM server (CPU, tiny random model), driven with the openai SDK.
+
+Weights are random, so only structure, usage and counts are checked, never text content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import struct
+import urllib.request
+import zlib
+from typing import Any
+
+import pytest
+
+from tests.conftest import GatewayFactory, RunningGateway
+from tests.system.conftest import SERVED_NAME, VllmServer
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
+
+
+def _png(width: int, height: int) -> bytes:
+    rows = b"".join(b"\x00" + bytes((x * 7 + y * 3) % 256 for x in range(width * 3)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+async def _gateway(gateway: GatewayFactory, vllm: VllmServer) -> RunningGateway:
+    entry = {
+        "model_name": "vision",
+        "litellm_params": {"model": f"hosted_vllm/{SERVED_NAME}", "api_base": f"{vllm.url}/v1", "timeout": 120},
+        "model_info": {"supports_vision": True},
+    }
+    return await gateway({"model_list": [entry]})
+
+
+def _engine_steps(vllm: VllmServer) -> float:
+    with urllib.request.urlopen(f"{vllm.url}/metrics", timeout=10) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    match = re.search(r"^vllm:iteration_tokens_total_count\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, "vLLM exports vllm:iteration_tokens_total"
+    return float(match.group(1))
+
+
+async def test_text_chat(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    answer = await gw.openai().chat.completions.create(
+        model="vision", messages=[{"role": "user", "content": "Describe a red car."}], max_tokens=8
+    )
+    assert answer.model == "vision"
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens > 0
+    assert 0 < answer.usage.completion_tokens <= 8
+
+
+async def test_streamed_chat_with_usage(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    stream = await gw.openai().chat.completions.create(
+        model="vision",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks, usage, finish = 0, None, None
+    async for chunk in stream:
+        assert chunk.model == "vision"
+        if chunk.choices:
+            chunks += 1
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert chunks >= 1
+    assert finish in ("stop", "length")
+    assert usage is not None
+    assert 0 < usage.completion_tokens <= 6
+
+
+async def test_chat_with_base64_png_image(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    client = gw.openai()
+    text_only = [{"type": "text", "text": "What is in this picture?"}]
+    image = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(_png(64, 48)).decode()},
+    }
+    without = await client.chat.completions.create(
+        model="vision", messages=[{"role": "user", "content": text_only}], max_tokens=4
+    )
+    with_image = await client.chat.completions.create(
+        model="vision", messages=[{"role": "user", "content": [*text_only, image]}], max_tokens=4
+    )
+    assert without.usage is not None
+    assert with_image.usage is not None
+    # The image became vision tokens in the prompt (one per merged 28x28 patch, plus markers).
+    assert with_image.usage.prompt_tokens > without.usage.prompt_tokens + 2
+
+
+async def test_json_schema_response_format(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "maxLength": 24},
+            "count": {"type": "integer", "minimum": 0, "maximum": 999},
+            "moving": {"type": "boolean"},
+        },
+        "required": ["description", "count", "moving"],
+        "additionalProperties": False,
+    }
+    for _ in range(5):
+        answer = await gw.openai().chat.completions.create(
+            model="vision",
+            messages=[{"role": "user", "content": "Describe the frame as JSON."}],
+            max_tokens=300,
+            response_format={"type": "json_schema", "json_schema": {"name": "frame", "schema": schema, "strict": True}},
+        )
+        content = answer.choices[0].message.content
+        assert content is not None
+        assert answer.choices[0].finish_reason == "stop", content
+        data = json.loads(content)
+        assert set(data) == {"description", "count", "moving"}
+        assert isinstance(data["description"], str)
+        assert len(data["description"]) <= 24
+        assert isinstance(data["count"], int)
+        assert 0 <= data["count"] <= 999
+        assert isinstance(data["moving"], bool)
+
+
+async def test_concurrent_requests_are_batched(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    client = gw.openai()
+    before = _engine_steps(vllm_server)
+    answers = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model="vision",
+                messages=[{"role": "user", "content": f"Request {i}: say something."}],
+                max_tokens=8,
+                extra_body={"ignore_eos": True},
+            )
+            for i in range(32)
+        )
+    )
+    steps = _engine_steps(vllm_server) - before
+    generated = sum(a.usage.completion_tokens for a in answers if a.usage)
+    assert len(answers) == 32
+    assert all(a.choices[0].finish_reason == "length" for a in answers)
+    assert generated == 32 * 8
+    # One request at a time would take at least one engine step per generated token.
+    assert steps < generated / 4, f"{steps} engine steps for {generated} tokens: not batched"
