@@ -15,7 +15,7 @@ FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,launch]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,launch,video]'
 	touch $(STAMP)
 
 $(VLLM_STAMP): $(VLLM_REQUIREMENTS) launch/vllm-overrides.txt | $(STAMP)

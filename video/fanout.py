@@ -1,0 +1,119 @@
+"""Sends sampled frames to the gateway's vision model, a bounded number at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import openai
+from openai import AsyncOpenAI
+
+from video.sampling import SampledFrame
+
+DEFAULT_PROMPT = (
+    "Describe this video frame: the objects and people in it, what they are doing, and any text on screen. "
+    "Be concise and factual; do not guess what is not visible."
+)
+CLIP_PROMPT = (
+    "These are consecutive frames of one video, at the timestamps given. Describe what happens across them: "
+    "objects, people, their actions and movement, and any text on screen. Be concise and factual."
+)
+
+OnResult = Callable[[list[SampledFrame], str | None, str | None], Awaitable[None]]
+
+
+def timestamp_label(seconds: float) -> str:
+    """``75.5`` -> ``"01:15.5"``."""
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{rest:04.1f}"
+
+
+@dataclass
+class Describer:
+    """Asks the vision model for a description of one frame or a short clip."""
+
+    client: AsyncOpenAI
+    model: str
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 300
+
+    async def describe(self, frames: list[SampledFrame]) -> str:
+        """The model's description; raises openai errors once the SDK's retries are spent."""
+        if len(frames) == 1:
+            text = f"{self.prompt}\nTimestamp: {timestamp_label(frames[0].timestamp_s)}."
+        else:
+            stamps = ", ".join(timestamp_label(f.timestamp_s) for f in frames)
+            text = f"{CLIP_PROMPT if self.prompt == DEFAULT_PROMPT else self.prompt}\nTimestamps: {stamps}."
+        content: list[dict[str, object]] = [{"type": "text", "text": text}]
+        for frame in frames:
+            data = base64.b64encode(frame.jpeg).decode()
+            content.append({"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}})
+        response = await self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
+            max_tokens=self.max_tokens,
+        )
+        return (response.choices[0].message.content or "").strip()
+
+
+def _next_batch(frames: Iterator[SampledFrame], size: int) -> list[SampledFrame]:
+    batch: list[SampledFrame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            break
+    return batch
+
+
+async def fan_out(
+    frames: Iterator[SampledFrame],
+    describer: Describer,
+    on_result: OnResult,
+    max_concurrency: int = 16,
+    frames_per_request: int = 1,
+) -> None:
+    """Describe every frame, ``max_concurrency`` requests at a time, reporting each result at once.
+
+    A slot is taken before a frame is read, so no more than ``max_concurrency`` requests'
+    frames are ever in memory. Sampling (CPU-bound OpenCV) runs in a worker thread while
+    requests are in flight.
+    """
+    slots = asyncio.Semaphore(max_concurrency)
+    running: set[asyncio.Task[None]] = set()
+
+    async def work(batch: list[SampledFrame]) -> None:
+        try:
+            try:
+                description: str | None = await describer.describe(batch)
+                error = None
+            except openai.APIError as exc:
+                description, error = None, _describe_error(exc)
+            await on_result(batch, description, error)
+        finally:
+            slots.release()
+
+    try:
+        while True:
+            await slots.acquire()
+            batch = await asyncio.to_thread(_next_batch, frames, frames_per_request)
+            if not batch:
+                slots.release()
+                break
+            task = asyncio.create_task(work(batch))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+    finally:
+        for task in running:
+            task.cancel()
+
+
+def _describe_error(exc: openai.APIError) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"the gateway answered {exc.status_code}: {exc.message}"[:500]
+    if isinstance(exc, openai.APITimeoutError):
+        return "the gateway did not answer in time"
+    return f"the gateway could not be reached: {exc.message}"[:500]

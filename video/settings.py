@@ -1,0 +1,45 @@
+"""Settings of the video service, from ``VIDEO_*`` variables, ``.env`` and command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VideoSettings(BaseSettings):
+    """How the video service runs and what it asks of the gateway."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDEO_", env_file=".env", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:4000/v1"
+    api_key: str = "unused"
+    vision_model: str = "vision"
+    chat_model: str = "chat"
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    client_keys: list[str] = Field(default_factory=list)
+    keys_file: Path | None = None
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_duration_s: float = Field(default=4 * 3600, gt=0)
+    default_fps: float = Field(default=1.0, gt=0, le=30)
+    max_frames_limit: int = Field(default=5000, gt=0)
+    max_side: int = Field(default=768, ge=64, le=4096)
+    jpeg_quality: int = Field(default=85, ge=30, le=100)
+    max_concurrency: int = Field(default=16, ge=1, le=256)
+    frames_per_request: int = Field(default=1, ge=1, le=16)
+    summary_batch_size: int = Field(default=20, ge=2, le=500)
+    context_token_budget: int = Field(default=6000, ge=500)
+    request_timeout_s: float = Field(default=120, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    log_level: str = "info"
+
+    def all_client_keys(self) -> list[str]:
+        """Keys from flags and environment plus one key a line from ``keys_file``."""
+        keys = list(self.client_keys)
+        if self.keys_file is not None:
+            lines = self.keys_file.read_text(encoding="utf-8").splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return keys

@@ -1,0 +1,257 @@
+"""Durable storage of sessions, frame descriptions, summaries and job state (SQLite, WAL)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    owner TEXT,
+    filename TEXT NOT NULL,
+    video_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    options TEXT NOT NULL,
+    prompt TEXT,
+    duration_s REAL NOT NULL,
+    total_frames INTEGER NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frames (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    frame_index INTEGER NOT NULL,
+    timestamp_s REAL NOT NULL,
+    description TEXT,
+    error TEXT,
+    thumbnail BLOB,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, frame_index)
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    batch_index INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    frame_count INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (session_id, batch_index)
+);
+"""
+
+STATUSES = ("queued", "processing", "completed", "failed")
+
+
+@dataclass
+class Session:
+    id: str
+    owner: str | None
+    filename: str
+    video_path: str
+    status: str
+    options: dict[str, Any]
+    prompt: str | None
+    duration_s: float
+    total_frames: int
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    index: int
+    timestamp_s: float
+    description: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    batch_index: int
+    start_s: float
+    end_s: float
+    frame_count: int
+    summary: str
+
+
+class Store:
+    """One SQLite database; every method is a short transaction, safe from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def create_session(self, session: Session) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    session.id,
+                    session.owner,
+                    session.filename,
+                    session.video_path,
+                    session.status,
+                    json.dumps(session.options),
+                    session.prompt,
+                    session.duration_s,
+                    session.total_frames,
+                    json.dumps(session.warnings),
+                    session.error,
+                    now,
+                    now,
+                ),
+            )
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row) if row else None
+
+    def list_sessions(self, owner: str | None) -> list[Session]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sessions WHERE owner IS ? ORDER BY created_at DESC", (owner,)
+            ).fetchall()
+        return [_session(row) for row in rows]
+
+    def sessions_with_status(self, *statuses: str) -> list[Session]:
+        marks = ",".join("?" * len(statuses))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM sessions WHERE status IN ({marks})", statuses).fetchall()  # noqa: S608
+        return [_session(row) for row in rows]
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        allowed = {"status", "total_frames", "warnings", "error", "duration_s"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {unknown}")
+        values = {k: json.dumps(v) if k == "warnings" else v for k, v in fields.items()}
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        with self._transaction() as db:
+            db.execute(
+                f"UPDATE sessions SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+                (*values.values(), time.time(), session_id),
+            )
+
+    def delete_session(self, session_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def save_frame(
+        self,
+        session_id: str,
+        index: int,
+        timestamp_s: float,
+        description: str | None,
+        error: str | None = None,
+        thumbnail: bytes | None = None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
+                "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
+                "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail)",
+                (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
+            )
+
+    def frames(self, session_id: str) -> list[FrameRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
+                "ORDER BY frame_index",
+                (session_id,),
+            ).fetchall()
+        return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
+
+    def described_indices(self, session_id: str) -> set[int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame_index FROM frames WHERE session_id = ? AND description IS NOT NULL", (session_id,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def counts(self, session_id: str) -> tuple[int, int]:
+        """(described frames, failed frames)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(description), SUM(description IS NULL AND error IS NOT NULL) FROM frames "
+                "WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def thumbnail(self, session_id: str, index: int) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT thumbnail FROM frames WHERE session_id = ? AND frame_index = ?", (session_id, index)
+            ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def save_summary(self, session_id: str, summary: Summary) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?)",
+                (session_id, summary.batch_index, summary.start_s, summary.end_s, summary.frame_count, summary.summary),
+            )
+
+    def summaries(self, session_id: str) -> list[Summary]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT batch_index, start_s, end_s, frame_count, summary FROM summaries WHERE session_id = ? "
+                "ORDER BY batch_index",
+                (session_id,),
+            ).fetchall()
+        return [Summary(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(
+        id=row["id"],
+        owner=row["owner"],
+        filename=row["filename"],
+        video_path=row["video_path"],
+        status=row["status"],
+        options=json.loads(row["options"]),
+        prompt=row["prompt"],
+        duration_s=row["duration_s"],
+        total_frames=row["total_frames"],
+        warnings=json.loads(row["warnings"]),
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
