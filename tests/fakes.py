@@ -30,6 +30,7 @@ class Behaviour:
     drop_stream_after: int | None = None  # chunks sent before the connection is cut
     omit_done: bool = False
     content: str = "Hello from the fake"
+    echo_prompt: bool = False  # answer with the text of the last user message (which names the frame)
 
 
 def free_socket() -> socket.socket:
@@ -109,6 +110,14 @@ class FakeUpstream:
         finally:
             self.in_flight -= 1
 
+    def _answer(self, body: dict[str, Any]) -> str:
+        if self.behaviour.echo_prompt:
+            content = body["messages"][-1]["content"]
+            if isinstance(content, list):
+                content = " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+            return f"{self.name} saw: {content}"
+        return f"{self.behaviour.content} ({self.name})"
+
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": "chatcmpl-fake",
@@ -118,7 +127,7 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": f"{self.behaviour.content} ({self.name})"},
+                    "message": {"role": "assistant", "content": self._answer(body)},
                     "finish_reason": "stop",
                 }
             ],

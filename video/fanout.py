@@ -113,7 +113,9 @@ async def fan_out(
 
 def _describe_error(exc: openai.APIError) -> str:
     if isinstance(exc, openai.APIStatusError):
-        return f"the gateway answered {exc.status_code}: {exc.message}"[:500]
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+        return f"the gateway answered {exc.status_code}: {message}"[:500]
     if isinstance(exc, openai.APITimeoutError):
         return "the gateway did not answer in time"
     return f"the gateway could not be reached: {exc.message}"[:500]

@@ -188,8 +188,8 @@ def sample(
     """
     report = report if report is not None else SamplingReport()
     targets = sample_times(info, options)
-    # A frame counts for a target time when it starts within half a frame of it.
-    slack = info.frame_interval_s / 2
+    # The first frame at or after each target time (a millisecond allows for rounding).
+    slack = 0.001
     reader = _Reader(path, info, report)
     previous_thumb: np.ndarray | None = None
     index = 0

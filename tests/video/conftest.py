@@ -1,0 +1,136 @@
+"""Videos generated for the tests (ffmpeg from imageio-ffmpeg, no download), and a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import imageio_ffmpeg
+import pytest
+import uvicorn
+
+from tests.fakes import free_socket
+from video.api import create_app
+from video.settings import VideoSettings
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+# Frames of the variable-frame-rate video: every third frame of a 30 fps source, all of them in [2 s, 3 s].
+VFR_SOURCE_FPS = 30
+VFR_FRAMES = [n for n in range(180) if n % 3 == 0 or 60 <= n <= 90]
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True)
+
+
+def make_video(
+    path: Path,
+    *,
+    seconds: float,
+    fps: int = 10,
+    size: str = "160x120",
+    codec: str = "libx264",
+    extra: tuple[str, ...] = (),
+) -> Path:
+    source = f"testsrc2=size={size}:rate={fps}:duration={seconds}"
+    pix = ["-pix_fmt", "yuv420p"] if codec in ("libx264", "libvpx-vp9", "mpeg4") else []
+    ffmpeg("-f", "lavfi", "-i", source, *extra, "-c:v", codec, *pix, str(path))
+    return path
+
+
+@dataclass(frozen=True)
+class Videos:
+    h264_mp4: Path
+    mpeg4_mkv: Path
+    mjpeg_avi: Path
+    vp9_webm: Path
+    vfr_mp4: Path
+    short_mp4: Path
+    single_frame_mp4: Path
+    two_scenes_mp4: Path
+    damaged_mp4: Path
+    truncated_mp4: Path
+    not_a_video: Path
+    empty: Path
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Videos:
+    d = tmp_path_factory.mktemp("videos")
+    vfr = d / "vfr.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={VFR_SOURCE_FPS}:duration=6",
+        "-vf", r"select='not(mod(n\,3))+between(n\,60\,90)'", "-fps_mode", "vfr",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(vfr),
+    )  # fmt: skip
+    two_scenes = d / "two_scenes.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "color=c=red:size=160x120:rate=10:duration=3",
+        "-f", "lavfi", "-i", "color=c=blue:size=160x120:rate=10:duration=3",
+        "-filter_complex", "[0:v][1:v]concat=n=2:v=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(two_scenes),
+    )  # fmt: skip
+    # 5% of the bytes scrambled mid-file: OpenCV stops there silently; frames resume after the damage.
+    damaged_source = make_video(d / "damaged_source.mp4", seconds=10, size="320x240", extra=("-g", "10"))
+    data = bytearray(damaged_source.read_bytes())
+    middle, length = len(data) // 2, len(data) // 20
+    data[middle : middle + length] = bytes((b * 7 + 13) & 0xFF for b in data[middle : middle + length])
+    (d / "damaged.mp4").write_bytes(bytes(data))
+    whole = make_video(d / "whole.mp4", seconds=4)
+    (d / "truncated.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (d / "notes.mp4").write_text("this is not a video\n" * 100)
+    (d / "empty.mp4").write_bytes(b"")
+    return Videos(
+        h264_mp4=make_video(d / "h264.mp4", seconds=5),
+        mpeg4_mkv=make_video(d / "mpeg4.mkv", seconds=5, codec="mpeg4"),
+        mjpeg_avi=make_video(d / "mjpeg.avi", seconds=5, codec="mjpeg", extra=("-pix_fmt", "yuvj420p")),
+        vp9_webm=make_video(d / "vp9.webm", seconds=5, codec="libvpx-vp9", extra=("-b:v", "200k")),
+        vfr_mp4=vfr,
+        short_mp4=make_video(d / "short.mp4", seconds=0.4),
+        single_frame_mp4=make_video(d / "single.mp4", seconds=1, extra=("-frames:v", "1")),
+        two_scenes_mp4=two_scenes,
+        damaged_mp4=d / "damaged.mp4",
+        truncated_mp4=d / "truncated.mp4",
+        not_a_video=d / "notes.mp4",
+        empty=d / "empty.mp4",
+    )
+
+
+@dataclass
+class RunningService:
+    url: str
+    http: httpx.AsyncClient
+    settings: VideoSettings
+
+
+ServiceFactory = Callable[..., Awaitable[RunningService]]
+
+
+@pytest.fixture
+async def video_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    """Start the video service in-process on a free loopback port: ``await video_service(gateway_url=...)``."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
+
+    async def start(**overrides: Any) -> RunningService:
+        settings = VideoSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            **{"data_dir": tmp_path / "data", "max_retries": 1, "summary_batch_size": 4, **overrides},
+        )
+        sock = free_socket()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        http = httpx.AsyncClient(base_url=url, timeout=60)
+        running.append((server, task, http))
+        return RunningService(url, http, settings)
+
+    yield start
+    for server, task, http in running:
+        await http.aclose()
+        server.should_exit = True
+        await task

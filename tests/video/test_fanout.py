@@ -1,0 +1,59 @@
+"""Fan-out: bounded concurrency, every result delivered, failures recorded per frame."""
+
+from __future__ import annotations
+
+import pytest
+from openai import AsyncOpenAI
+
+from tests.conftest import UpstreamFactory
+from video.fanout import Describer, fan_out
+from video.sampling import SampledFrame
+
+pytestmark = pytest.mark.service
+
+
+def _frames(count: int):
+    for index in range(count):
+        yield SampledFrame(index, float(index), b"\xff\xd8fake-jpeg\xff\xd9", 8, 8)
+
+
+async def test_never_more_than_max_concurrency_in_flight(upstream: UpstreamFactory) -> None:
+    fake = await upstream("vision", delay_s=0.05, echo_prompt=True)
+    results: dict[int, str | None] = {}
+
+    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        for frame in batch:
+            results[frame.index] = description
+
+    async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        await fan_out(_frames(12), Describer(client, "vision"), on_result, max_concurrency=3)
+    assert fake.max_in_flight == 3
+    assert sorted(results) == list(range(12))
+    assert all(f"Timestamp: 00:{i:04.1f}" in (results[i] or "") for i in range(12))
+
+
+async def test_clip_mode_sends_consecutive_frames_together(upstream: UpstreamFactory) -> None:
+    fake = await upstream("vision", echo_prompt=True)
+    batches: list[list[int]] = []
+
+    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        batches.append([f.index for f in batch])
+
+    async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        await fan_out(_frames(7), Describer(client, "vision"), on_result, max_concurrency=2, frames_per_request=3)
+    assert sorted(batches) == [[0, 1, 2], [3, 4, 5], [6]]
+    first = fake.bodies[0]["messages"][0]["content"]
+    assert sum(part["type"] == "image_url" for part in first) in (1, 3)
+    assert "Timestamps:" in fake.bodies[0]["messages"][0]["content"][0]["text"] or len(batches[0]) == 1
+
+
+async def test_a_failing_frame_is_reported_not_raised(upstream: UpstreamFactory) -> None:
+    fake = await upstream("vision", fail_status=400, fail_body=b'{"error": {"message": "image too large"}}')
+    errors: list[str | None] = []
+
+    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        errors.append(error)
+
+    async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        await fan_out(_frames(2), Describer(client, "vision"), on_result)
+    assert errors == ["the gateway answered 400: image too large"] * 2
