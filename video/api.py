@@ -140,6 +140,10 @@ def create_app(settings: VideoSettings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["operations"])
+    async def metrics(state: StateDep) -> Response:
+        return Response(state.runner.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.post("/upload", tags=["video"])
     async def upload(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         return await _upload(request, state, owner)

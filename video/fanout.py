@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ async def fan_out(
     on_result: OnResult,
     max_concurrency: int = 16,
     frames_per_request: int = 1,
+    latency: Callable[[float], None] | None = None,
 ) -> None:
     """Describe every frame, ``max_concurrency`` requests at a time, reporting each result at once.
 
@@ -85,9 +87,12 @@ async def fan_out(
 
     async def work(batch: list[SampledFrame]) -> None:
         try:
+            started = time.perf_counter()
             try:
                 description: str | None = await describer.describe(batch)
                 error = None
+                if latency is not None:
+                    latency(time.perf_counter() - started)
             except openai.APIError as exc:
                 description, error = None, _describe_error(exc)
             await on_result(batch, description, error)

@@ -13,6 +13,7 @@ import openai
 
 from video.chat import ChatModel
 from video.fanout import Describer, fan_out
+from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, sample
 from video.store import Session, Store, Summary
@@ -61,14 +62,21 @@ class JobRunner:
     """One task per running session; state lives in the store, so a restart resumes."""
 
     def __init__(
-        self, store: Store, describer: Describer, chat: ChatModel, events: EventHub, settings: JobSettings
+        self,
+        store: Store,
+        describer: Describer,
+        chat: ChatModel,
+        events: EventHub,
+        settings: JobSettings,
+        metrics: VideoMetrics | None = None,
     ) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.metrics = metrics or VideoMetrics(self.running)
         self.store = store
         self.describer = describer
         self.chat = chat
         self.events = events
         self.settings = settings
-        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def start(self, session_id: str) -> None:
         if session_id in self._tasks:
@@ -132,7 +140,11 @@ class JobRunner:
             log.exception("job failed", extra={"session_id": session_id})
             self._fail(session_id, "the analysis failed unexpectedly; see the service log")
 
+    def running(self) -> int:
+        return len(self._tasks)
+
     def _fail(self, session_id: str, message: str) -> None:
+        self.metrics.jobs.labels("failed").inc()
         self.store.update_session(session_id, status="failed", error=message)
         self._publish(session_id, "failed")
 
@@ -149,6 +161,7 @@ class JobRunner:
 
         async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
             nonlocal produced
+            self.metrics.frames.labels("described" if description is not None else "failed").inc(len(batch))
             for frame in batch:
                 self.store.save_frame(
                     session.id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None
@@ -185,6 +198,7 @@ class JobRunner:
             self.store.update_session(session.id, total_frames=produced, warnings=warnings)
             self._fail(session.id, "no frame could be described: is the gateway reachable?")
             return
+        self.metrics.jobs.labels("completed").inc()
         self.store.update_session(session.id, status="completed", total_frames=produced, warnings=warnings)
         self._publish(session.id, "completed")
 

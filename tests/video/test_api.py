@@ -94,6 +94,10 @@ async def test_upload_status_frames_summaries_chat(
     for sent in vision:
         assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
+    metrics = (await service.http.get("/metrics")).text
+    assert 'video_jobs_total{status="completed"} 1.0' in metrics
+    assert 'video_frames_total{outcome="described"} 5.0' in metrics
+    assert "video_jobs_in_progress 0.0" in metrics
     sessions = (await service.http.get("/sessions")).json()
     assert [s["session_id"] for s in sessions] == [session_id]
     deleted = await service.http.delete(f"/sessions/{session_id}")

@@ -1,0 +1,38 @@
+"""Every Prometheus metric the video service exports, on its own registry, prefixed ``video_``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+
+class _Running(Collector):
+    def __init__(self, running: Callable[[], int]) -> None:
+        self._running = running
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("video_jobs_in_progress", "Analysis jobs running now", value=self._running())
+
+
+class VideoMetrics:
+    def __init__(self, running: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs = Counter("video_jobs", "Finished analysis jobs by outcome", ["status"], registry=self.registry)
+        self.frames = Counter(
+            "video_frames", "Frames sent to the vision model by outcome", ["outcome"], registry=self.registry
+        )
+        self.frame_latency = Histogram(
+            "video_frame_description_seconds",
+            "Time to describe one request's frames through the gateway",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.registry.register(_Running(running))
+        ProcessCollector(registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
