@@ -120,6 +120,42 @@ def cmd_up(args: argparse.Namespace) -> int:
     return stack_module.run_stack(services)
 
 
+def cmd_check_manifests(args: argparse.Namespace) -> int:
+    from launch.manifests import check_overlay, documented_secrets
+
+    known = set((ROOT / "deploy" / "monitoring" / "vllm-metrics.txt").read_text().split())
+    known |= _own_metric_names()
+    failed = False
+    for overlay in args.overlays:
+        try:
+            problems = check_overlay(overlay.resolve(), ROOT, documented_secrets(ROOT / "README.md"), known)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{overlay}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+def _own_metric_names() -> set[str]:
+    """Every series name the gateway and the video service can export."""
+    from prometheus_client.registry import CollectorRegistry
+
+    from gateway.metrics import Metrics
+    from video.metrics import VideoMetrics
+
+    names: set[str] = set()
+    registries: list[CollectorRegistry] = [Metrics(list, float).registry, VideoMetrics(lambda: 0).registry]
+    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"]}
+    for registry in registries:
+        for family in registry.collect():
+            for suffix in suffixes.get(family.type, [""]):
+                names.add(family.name + suffix)
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch", description="Run Qwen2.5-VL under vLLM and the whole stack")
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
@@ -144,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny random-weights Qwen2.5-VL without any hub")
     tiny.add_argument("directory", type=Path)
     tiny.set_defaults(handler=cmd_tiny_model)
+
+    check = commands.add_parser("check-manifests", help="validate Kubernetes overlays offline")
+    check.add_argument("overlays", nargs="+", type=Path)
+    check.set_defaults(handler=cmd_check_manifests)
 
     up = commands.add_parser("up", help="start vLLM, the gateway and the video service together")
     up.add_argument("--profile")
