@@ -10,7 +10,7 @@ VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),launch/requ
 # Wheels that pip finds through PIP_FIND_LINKS (torch's CPU build on some machines) are offered to uv too.
 FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 
-.PHONY: install vllm-env up test lint typecheck unit bench clean
+.PHONY: install vllm-env browser up test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ install: $(STAMP)
 
 vllm-env: $(VLLM_STAMP)
 
+# The page's end-to-end tests drive Debian's Chromium (no browser can be downloaded by Playwright here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	else echo "Chromium is not installed: the browser tests will be skipped"; fi; }
+
 up: install vllm-env
 	$(BIN)/launch up
 
@@ -39,7 +46,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck vllm-env
+test: lint typecheck vllm-env browser
 	$(BIN)/pytest
 
 unit: install

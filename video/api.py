@@ -19,7 +19,8 @@ from fastapi import Depends, FastAPI, Request
 from openai import AsyncOpenAI
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.staticfiles import StaticFiles
 
 from gateway.errors import (
     AuthenticationFailed,
@@ -39,6 +40,7 @@ from video.store import Session, Store
 from video.upload import receive_upload, safe_name
 
 log = logging.getLogger("video")
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 class ChatRequest(BaseModel):
@@ -135,6 +137,12 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     app = FastAPI(title="Video analysis", summary="Timestamped frame descriptions you can chat with", lifespan=lifespan)
     _add_error_handlers(app)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:

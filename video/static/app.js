@@ -1,0 +1,355 @@
+"use strict";
+// The video analysis page: upload, live progress (Server-Sent Events), timeline, summaries, chat.
+// No framework and no build step; every text from the server is inserted as text, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const state = { key: localStorage.getItem("videoKey") || "", session: null, frames: new Map(), total: 0,
+  started: null, stream: null, observer: null };
+
+function headers(extra = {}) {
+  return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (response.status === 401) { $("key-form").hidden = false; }
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) { throw new Error(body?.error?.message || `request failed (HTTP ${response.status})`); }
+  return body;
+}
+
+function label(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  return `${String(minutes).padStart(2, "0")}:${(seconds - minutes * 60).toFixed(1).padStart(4, "0")}`;
+}
+
+function duration(seconds) {
+  if (!isFinite(seconds)) return "…";
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+// ---- upload -------------------------------------------------------------------------------
+function chooseFile(file) {
+  state.file = file;
+  $("file-name").textContent = file ? `${file.name} (${(file.size / 1048576).toFixed(1)} MB)` : "";
+  $("upload-button").disabled = !file;
+  $("upload-error").hidden = true;
+}
+
+function setupUpload() {
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); chooseFile(e.dataTransfer.files[0]); });
+  $("file").addEventListener("change", (e) => chooseFile(e.target.files[0]));
+  $("upload-form").addEventListener("submit", (e) => { e.preventDefault(); upload(); });
+}
+
+function upload() {
+  const form = new FormData();
+  form.append("file", state.file);
+  form.append("fps", $("fps").value || "1");
+  if ($("max-frames").value) form.append("max_frames", $("max-frames").value);
+  const request = new XMLHttpRequest();
+  const bar = $("upload-progress");
+  $("upload-error").hidden = true;
+  bar.hidden = false; bar.value = 0;
+  $("upload-button").disabled = true;
+  request.upload.addEventListener("progress", (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; });
+  request.addEventListener("load", () => {
+    $("upload-button").disabled = false;
+    let body = null;
+    try { body = JSON.parse(request.responseText); } catch { body = null; }
+    if (request.status !== 200) {
+      if (request.status === 401) $("key-form").hidden = false;
+      showUploadError(body?.error?.message || `upload failed (HTTP ${request.status})`);
+      return;
+    }
+    bar.value = 100;
+    bar.hidden = true;
+    chooseFile(null);
+    $("file").value = "";
+    openSession(body.session_id);
+    loadSessions();
+  });
+  request.addEventListener("error", () => { $("upload-button").disabled = false; showUploadError("the upload failed: network error"); });
+  request.open("POST", "/upload");
+  if (state.key) request.setRequestHeader("Authorization", `Bearer ${state.key}`);
+  request.send(form);
+}
+
+function showUploadError(message) {
+  const error = $("upload-error");
+  error.textContent = message;
+  error.hidden = false;
+  $("upload-progress").hidden = true;
+}
+
+// ---- a session ----------------------------------------------------------------------------
+async function openSession(id) {
+  if (state.stream) state.stream.abort();
+  state.session = id; state.frames = new Map(); state.started = null;
+  $("session").hidden = false;
+  $("answers").replaceChildren();
+  $("timeline").replaceChildren();
+  history.replaceState(null, "", `#session=${id}`);
+  const status = await api(`/status/${id}`);
+  renderStatus(status);
+  const frames = await api(`/sessions/${id}/frames`);
+  for (const frame of frames.frames) state.frames.set(frame.index, frame);
+  renderTimeline();
+  loadSummaries();
+  if (status.status === "queued" || status.status === "processing") follow(id);
+  $("session").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function renderStatus(status) {
+  state.total = Math.max(status.total_frames, state.frames.size);
+  $("job-progress").value = status.progress_percentage;
+  const done = status.processed_frames + (status.failed_frames || 0);
+  let text = `${status.status}: ${status.processed_frames} of ${status.total_frames} frames described (${status.progress_percentage}%)`;
+  if (status.failed_frames) text += `, ${status.failed_frames} failed`;
+  if (status.status === "processing" && state.started && done > state.started.done && Date.now() - state.started.time > 1000) {
+    const elapsed = (Date.now() - state.started.time) / 1000;
+    const rate = (done - state.started.done) / Math.max(elapsed, 0.001);
+    text += ` · elapsed ${duration(elapsed)} · about ${duration((status.total_frames - done) / rate)} left`;
+  }
+  if (status.error) text += ` · ${status.error}`;
+  $("job-text").textContent = text;
+  $("warnings").replaceChildren(...(status.warnings || []).map((w) => Object.assign(document.createElement("li"), { textContent: w })));
+}
+
+async function follow(id) {
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    const response = await fetch(`/sessions/${id}/events`, { headers: headers(), signal: controller.signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (data && state.session === id) onEvent(JSON.parse(data));
+      }
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") $("job-text").textContent += ` · live updates stopped: ${error.message}`;
+  }
+}
+
+function onEvent(event) {
+  if (!state.started && event.status === "processing") {
+    state.started = { time: Date.now(), done: event.processed_frames + (event.failed_frames || 0) };
+  }
+  if (event.event === "frame") {
+    for (const frame of event.frames) {
+      state.frames.set(frame.index, { index: frame.index, timestamp_s: frame.timestamp_s, timestamp: label(frame.timestamp_s),
+        description: event.description, error: event.frame_error, thumbnail_url: `/sessions/${state.session}/frames/${frame.index}.jpg` });
+      updateFrame(frame.index);
+    }
+  }
+  if (event.event === "summary") loadSummaries();
+  renderStatus(event);
+  if (event.event === "completed" || event.event === "failed") { loadSummaries(); renderTimeline(); loadSessions(); }
+}
+
+// ---- timeline -----------------------------------------------------------------------------
+function renderTimeline() {
+  const count = Math.max(state.total, state.frames.size);
+  const items = [];
+  for (let index = 0; index < count; index++) items.push(frameCard(index));
+  $("timeline").replaceChildren(...items);
+}
+
+function updateFrame(index) {
+  const existing = $(`frame-${index}`);
+  const card = frameCard(index);
+  if (existing) existing.replaceWith(card); else $("timeline").append(card);
+}
+
+function frameCard(index) {
+  const frame = state.frames.get(index);
+  const item = document.createElement("li");
+  item.id = `frame-${index}`;
+  item.className = `frame ${!frame ? "pending" : frame.description == null ? "failed" : ""}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  const image = document.createElement("img");
+  image.className = "thumb";
+  image.alt = frame ? `Frame at ${frame.timestamp}` : "Frame not described yet";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const time = document.createElement("time");
+  time.textContent = frame ? frame.timestamp : `frame ${index + 1}`;
+  const text = document.createElement("p");
+  text.textContent = !frame ? "waiting for a description…" : frame.description ?? `failed: ${frame.error}`;
+  meta.append(time, text);
+  button.append(image, meta);
+  item.append(button);
+  if (frame) {
+    image.dataset.src = frame.thumbnail_url;
+    observe(image);
+    button.setAttribute("aria-label", `Frame at ${frame.timestamp}: open`);
+    button.addEventListener("click", () => view(frame, image));
+  } else {
+    button.disabled = true;
+  }
+  return item;
+}
+
+// Thumbnails load when they scroll into view, with the API key, so long videos stay light.
+function observe(image) {
+  if (!state.observer) {
+    state.observer = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        state.observer.unobserve(entry.target);
+        loadThumbnail(entry.target);
+      }
+    }, { rootMargin: "300px" });
+  }
+  state.observer.observe(image);
+}
+
+async function loadThumbnail(image) {
+  try {
+    const response = await fetch(image.dataset.src, { headers: headers() });
+    if (response.ok) image.src = URL.createObjectURL(await response.blob());
+  } catch { /* the placeholder stays */ }
+}
+
+function view(frame, image) {
+  $("viewer-title").textContent = `Frame at ${frame.timestamp}`;
+  $("viewer-image").src = image.src || "";
+  $("viewer-image").alt = `Frame at ${frame.timestamp}`;
+  $("viewer-text").textContent = frame.description ?? `failed: ${frame.error}`;
+  $("viewer").showModal();
+}
+
+function jumpTo(seconds) {
+  let best = null;
+  for (const frame of state.frames.values()) {
+    if (!best || Math.abs(frame.timestamp_s - seconds) < Math.abs(best.timestamp_s - seconds)) best = frame;
+  }
+  if (!best) return;
+  const card = $(`frame-${best.index}`);
+  document.querySelectorAll(".frame.highlight").forEach((c) => c.classList.remove("highlight"));
+  card.classList.add("highlight");
+  card.scrollIntoView({ behavior: "smooth", block: "center" });
+  card.querySelector("button").focus({ preventScroll: true });
+}
+
+// ---- summaries and chat -------------------------------------------------------------------
+async function loadSummaries() {
+  if (!state.session) return;
+  const { summaries } = await api(`/summaries/${state.session}`);
+  if (!summaries.length) return;
+  $("summaries").replaceChildren(...summaries.map((s) => {
+    const item = document.createElement("li");
+    const range = document.createElement("strong");
+    range.textContent = `${s.time_range} `;
+    item.append(range, document.createTextNode(s.summary));
+    return item;
+  }));
+}
+
+function withTimestampLinks(text) {
+  const fragment = document.createDocumentFragment();
+  const pattern = /\[(\d{1,2}):(\d{2}(?:\.\d+)?)\]/g;
+  let last = 0, match;
+  while ((match = pattern.exec(text))) {
+    fragment.append(document.createTextNode(text.slice(last, match.index)));
+    const seconds = Number(match[1]) * 60 + Number(match[2]);
+    const link = document.createElement("a");
+    link.href = "#";
+    link.className = "cite";
+    link.textContent = match[0];
+    link.setAttribute("aria-label", `Go to the frame at ${match[1]}:${match[2]}`);
+    link.addEventListener("click", (e) => { e.preventDefault(); jumpTo(seconds); });
+    fragment.append(link);
+    last = match.index + match[0].length;
+  }
+  fragment.append(document.createTextNode(text.slice(last)));
+  return fragment;
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question || !state.session) return;
+  const article = document.createElement("article");
+  const asked = Object.assign(document.createElement("p"), { className: "question", textContent: question });
+  const answer = Object.assign(document.createElement("p"), { textContent: "thinking…" });
+  article.append(asked, answer);
+  $("answers").prepend(article);
+  $("question").value = "";
+  try {
+    const result = await api("/chat", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: state.session, question }) });
+    answer.replaceChildren(withTimestampLinks(result.answer));
+    const note = Object.assign(document.createElement("p"), { className: "note" });
+    note.textContent = `Based on ${result.total_frames_in_context} frame descriptions and ${result.context_batches_used} part(s)` +
+      ` · the video is ${result.progress_percentage}% processed, up to ${label(result.covered_until_s)}`;
+    article.append(note);
+  } catch (error) {
+    answer.textContent = error.message;
+    answer.className = "error";
+  }
+}
+
+// ---- past sessions ------------------------------------------------------------------------
+async function loadSessions() {
+  let sessions;
+  try { sessions = await api("/sessions"); } catch { return; }
+  if (!sessions.length) {
+    $("sessions").replaceChildren(Object.assign(document.createElement("li"), { className: "muted", textContent: "None yet." }));
+    return;
+  }
+  $("sessions").replaceChildren(...sessions.map((s) => {
+    const item = document.createElement("li");
+    const open = document.createElement("a");
+    open.href = `#session=${s.session_id}`;
+    open.textContent = s.filename;
+    open.addEventListener("click", (e) => { e.preventDefault(); openSession(s.session_id); });
+    const info = Object.assign(document.createElement("span"), { className: "muted",
+      textContent: `${s.status}, ${s.progress_percentage}% · ${duration(s.duration_s)} · ${new Date(s.created_at * 1000).toLocaleString()}` });
+    const remove = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Delete" });
+    remove.setAttribute("aria-label", `Delete ${s.filename}`);
+    remove.addEventListener("click", async () => {
+      if (!confirm(`Delete ${s.filename} and its descriptions?`)) return;
+      await api(`/sessions/${s.session_id}`, { method: "DELETE" });
+      if (state.session === s.session_id) { state.stream?.abort(); state.session = null; $("session").hidden = true; history.replaceState(null, "", "#"); }
+      loadSessions();
+    });
+    item.append(open, info, remove);
+    return item;
+  }));
+}
+
+function setupKey() {
+  $("api-key").value = state.key;
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.key = $("api-key").value.trim();
+    localStorage.setItem("videoKey", state.key);
+    loadSessions();
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupKey();
+  setupUpload();
+  $("chat-form").addEventListener("submit", ask);
+  loadSessions();
+  const match = location.hash.match(/session=([0-9a-f-]+)/);
+  if (match) openSession(match[1]).catch(() => history.replaceState(null, "", "#"));
+});
