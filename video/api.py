@@ -111,8 +111,8 @@ def create_app(settings: VideoSettings) -> FastAPI:
             max_retries=settings.max_retries,
             timeout=settings.request_timeout_s,
         )
-        describer = Describer(client, settings.vision_model)
-        chat = ChatModel(client, settings.chat_model)
+        describer = Describer(client, settings.vision_model, max_tokens=settings.description_max_tokens)
+        chat = ChatModel(client, settings.chat_model, max_tokens=settings.answer_max_tokens)
         job_settings = JobSettings(
             max_concurrency=settings.max_concurrency,
             frames_per_request=settings.frames_per_request,

@@ -33,7 +33,7 @@ async def _analyze(args: argparse.Namespace) -> int:
     try:
         info = probe(path)
     except VideoRejected as exc:
-        console.print(f"[red]error:[/red] {path}: {exc}")
+        print(f"error: {path}: {exc}", file=sys.stderr)
         return 1
     options = SamplingOptions(fps=args.fps, max_frames=args.max_frames, scene_threshold=args.scene_threshold)
     total = expected_frames(info, options)

@@ -31,7 +31,9 @@ class VideoSettings(BaseSettings):
     max_concurrency: int = Field(default=16, ge=1, le=256)
     frames_per_request: int = Field(default=1, ge=1, le=16)
     summary_batch_size: int = Field(default=20, ge=2, le=500)
-    context_token_budget: int = Field(default=6000, ge=500)
+    context_token_budget: int = Field(default=6000, ge=100)
+    description_max_tokens: int = Field(default=300, ge=1)
+    answer_max_tokens: int = Field(default=600, ge=1)
     request_timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     log_level: str = "info"
