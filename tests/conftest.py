@@ -18,6 +18,12 @@ from gateway.config import parse_config
 from tests.fakes import Behaviour, FakeUpstream, free_socket
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps its event loop running in the main
+    thread until the session ends, which async tests after it could not share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @dataclass
 class RunningGateway:
     """A gateway served by uvicorn on a free loopback port."""

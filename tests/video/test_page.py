@@ -25,6 +25,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 pytestmark = [
     pytest.mark.system,
+    pytest.mark.browser,
     pytest.mark.timeout(180),
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it where it can)"),
 ]
