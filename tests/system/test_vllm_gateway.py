@@ -41,12 +41,16 @@ async def _gateway(gateway: GatewayFactory, vllm: VllmServer) -> RunningGateway:
     return await gateway({"model_list": [entry]})
 
 
-def _engine_steps(vllm: VllmServer) -> float:
+def _engine_steps(vllm: VllmServer) -> tuple[float, float]:
+    """(engine steps, tokens processed by them) so far, from vLLM's iteration histogram."""
     with urllib.request.urlopen(f"{vllm.url}/metrics", timeout=10) as response:  # noqa: S310 - loopback
         text = response.read().decode()
-    match = re.search(r"^vllm:iteration_tokens_total_count\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE)
-    assert match, "vLLM exports vllm:iteration_tokens_total"
-    return float(match.group(1))
+    values = []
+    for part in ("count", "sum"):
+        match = re.search(rf"^vllm:iteration_tokens_total_{part}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.MULTILINE)
+        assert match, "vLLM exports vllm:iteration_tokens_total"
+        values.append(float(match.group(1)))
+    return values[0], values[1]
 
 
 async def test_text_chat(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
@@ -139,7 +143,7 @@ async def test_json_schema_response_format(gateway: GatewayFactory, vllm_server:
 async def test_concurrent_requests_are_batched(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
     gw = await _gateway(gateway, vllm_server)
     client = gw.openai()
-    before = _engine_steps(vllm_server)
+    steps_before, tokens_before = _engine_steps(vllm_server)
     answers = await asyncio.gather(
         *(
             client.chat.completions.create(
@@ -151,10 +155,15 @@ async def test_concurrent_requests_are_batched(gateway: GatewayFactory, vllm_ser
             for i in range(32)
         )
     )
-    steps = _engine_steps(vllm_server) - before
+    steps_after, tokens_after = _engine_steps(vllm_server)
+    steps, tokens = steps_after - steps_before, tokens_after - tokens_before
     generated = sum(a.usage.completion_tokens for a in answers if a.usage)
+    prompts = sum(a.usage.prompt_tokens for a in answers if a.usage)
     assert len(answers) == 32
     assert all(a.choices[0].finish_reason == "length" for a in answers)
     assert generated == 32 * 8
-    # One request at a time would take at least one engine step per generated token.
-    assert steps < generated / 4, f"{steps} engine steps for {generated} tokens: not batched"
+    # One request at a time needs a step per generated token and averages a few tokens a step
+    # (its prompt, then one token at a time); batched steps carry many sequences each.
+    sequential_average = (prompts + generated) / generated
+    assert steps < generated, f"{steps} engine steps for {generated} generated tokens: not batched"
+    assert tokens / steps > 2 * sequential_average, f"{tokens} tokens in {steps} steps: not batched"
