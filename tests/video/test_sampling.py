@@ -105,3 +105,46 @@ def test_limits_are_enforced(videos: Videos) -> None:
         probe(videos.h264_mp4, max_bytes=1000)
     with pytest.raises(VideoRejected, match="lasts 5s; the limit is 2s"):
         probe(videos.h264_mp4, max_duration_s=2)
+
+
+def test_parallel_segments_give_the_same_frames_as_one_decoder(tmp_path: Path) -> None:
+    from tests.video.conftest import make_video
+    from video.sampling import sample_times
+    from video.segments import plan_segments
+
+    path = make_video(tmp_path / "long.mp4", seconds=45, extra=("-g", "25"))
+    info = probe(path)
+    assert len(plan_segments(info, sample_times(info, SamplingOptions(fps=2)), workers=2)) == 3
+    one = list(sample(path, info, SamplingOptions(fps=2, workers=1)))
+    two = list(sample(path, info, SamplingOptions(fps=2, workers=2)))
+    assert [f.timestamp_s for f in one] == [i / 2 for i in range(90)]
+    assert [(f.index, f.timestamp_s, f.jpeg) for f in two] == [(f.index, f.timestamp_s, f.jpeg) for f in one]
+
+
+def test_parallel_segments_handle_variable_frame_rate(tmp_path: Path) -> None:
+    from tests.video.conftest import ffmpeg
+
+    path = tmp_path / "vfr-long.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=30",
+        "-vf", r"select='not(mod(n\,7))+between(t\,12\,13)'", "-fps_mode", "vfr",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path),
+    )  # fmt: skip
+    info = probe(path)
+    one = [f.timestamp_s for f in sample(path, info, SamplingOptions(fps=3, workers=1))]
+    two = [f.timestamp_s for f in sample(path, info, SamplingOptions(fps=3, workers=2))]
+    assert one == two
+    assert len(one) > 60
+
+
+def test_scene_changes_across_segments(tmp_path: Path) -> None:
+    from tests.video.conftest import ffmpeg
+
+    path = tmp_path / "scenes.mp4"
+    colours = ["red", "blue", "green"]
+    inputs = [arg for c in colours for arg in ("-f", "lavfi", "-i", f"color=c={c}:size=160x120:rate=10:duration=10")]
+    ffmpeg(
+        *inputs, "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)
+    )
+    stamps = [f.timestamp_s for f in sample(path, probe(path), SamplingOptions(fps=1, scene_threshold=20, workers=2))]
+    assert stamps == [0.0, 10.0, 20.0]
