@@ -16,7 +16,7 @@ from video.fanout import Describer, fan_out
 from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, sample
-from video.store import Session, Store, Summary
+from video.store import FrameRecord, Session, Store, Summary
 
 log = logging.getLogger("video.jobs")
 
@@ -206,14 +206,15 @@ class JobRunner:
         value = session.options.get("frames_per_request", self.settings.frames_per_request)
         return int(value)
 
-    def _batch_complete(self, session_id: str, batch_index: int) -> bool:
+    def _batch_frames(self, session_id: str, batch_index: int) -> list[FrameRecord]:
         size = self.settings.summary_batch_size
-        indices = {f.index for f in self.store.frames(session_id)}
-        return all(i in indices for i in range(batch_index * size, (batch_index + 1) * size))
+        return self.store.frames(session_id, batch_index * size, (batch_index + 1) * size - 1)
+
+    def _batch_complete(self, session_id: str, batch_index: int) -> bool:
+        return len(self._batch_frames(session_id, batch_index)) == self.settings.summary_batch_size
 
     async def _summarise(self, session_id: str, batch_index: int) -> None:
-        size = self.settings.summary_batch_size
-        frames = [f for f in self.store.frames(session_id) if batch_index * size <= f.index < (batch_index + 1) * size]
+        frames = self._batch_frames(session_id, batch_index)
         described = [f for f in frames if f.description]
         if not described:
             return

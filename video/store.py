@@ -189,12 +189,13 @@ class Store:
                 (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
             )
 
-    def frames(self, session_id: str) -> list[FrameRecord]:
+    def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
+        """Frames ``first``..``last`` (inclusive; all by default) in order."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
-                "ORDER BY frame_index",
-                (session_id,),
+                "AND frame_index >= ? AND frame_index <= ? ORDER BY frame_index",
+                (session_id, first, last if last is not None else 2**62),
             ).fetchall()
         return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
 
