@@ -174,12 +174,25 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
                     "--port",
                     str(options.video_port),
                 ],
+                video_limits(profile),
                 health_url=f"{video_url}/health",
                 ready_timeout_s=60,
                 announce=f"{video_url} (video upload, status and chat)",
             )
         )
     return services
+
+
+def video_limits(profile: Profile) -> dict[str, str]:
+    """Keep descriptions, summaries and answers inside a small model's context."""
+    if profile.max_model_len >= 4096:
+        return {}
+    return {
+        "VIDEO_DESCRIPTION_MAX_TOKENS": "24",
+        "VIDEO_ANSWER_MAX_TOKENS": "48",
+        "VIDEO_CONTEXT_TOKEN_BUDGET": "150",
+        "VIDEO_SUMMARY_BATCH_SIZE": "4",
+    }
 
 
 def _installed(module: str) -> bool:

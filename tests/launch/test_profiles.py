@@ -117,3 +117,10 @@ def test_catalogue_lookup() -> None:
 def test_unknown_profile_is_refused() -> None:
     with pytest.raises(SystemExit, match="unknown profile"):
         main(["vllm", "--profile", "huge", "--dry-run"])
+
+
+def test_video_limits_follow_the_model_context() -> None:
+    from launch.up import video_limits
+
+    assert video_limits(PROFILES["tiny"])["VIDEO_DESCRIPTION_MAX_TOKENS"] == "24"
+    assert video_limits(PROFILES["gpu-24gb"]) == {}
