@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Depends, FastAPI, Request
 from openai import AsyncOpenAI
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
@@ -27,35 +22,18 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     ModelNotFound,
-    UpstreamFailed,
     error_response,
 )
-from video.chat import ChatModel, build_context
+from video import actions
+from video.chat import ChatModel
 from video.fanout import Describer, timestamp_label
 from video.jobs import EventHub, JobRunner, JobSettings
-from video.probe import VideoRejected, probe
-from video.sampling import SamplingOptions, expected_frames
 from video.settings import VideoSettings
-from video.store import Session, Store
-from video.upload import receive_upload, safe_name
+from video.state import ChatRequest, ServiceState, session_or_404
+from video.store import Store
 
 log = logging.getLogger("video")
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-class ChatRequest(BaseModel):
-    session_id: str
-    question: str = Field(min_length=1, max_length=4000)
-
-
-@dataclass
-class ServiceState:
-    settings: VideoSettings
-    store: Store
-    runner: JobRunner
-    describer: Describer
-    chat: ChatModel
-    key_digests: list[str]
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -88,13 +66,6 @@ async def get_owner(request: Request, state: StateDep) -> str | None:
 
 
 OwnerDep = Annotated[str | None, Depends(get_owner)]
-
-
-def _session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:
-    session = state.store.get_session(session_id)
-    if session is None or session.owner != owner:
-        raise ModelNotFound(f"no session '{session_id}'", param="session_id", code="session_not_found")
-    return session
 
 
 def create_app(settings: VideoSettings) -> FastAPI:
@@ -154,11 +125,11 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.post("/upload", tags=["video"])
     async def upload(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        return await _upload(request, state, owner)
+        return await actions.upload(request, state, owner)
 
     @app.get("/status/{session_id}", tags=["video"])
     async def status(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        _session_or_404(state, session_id, owner)
+        session_or_404(state, session_id, owner)
         return state.runner.progress(session_id)
 
     @app.get("/sessions", tags=["video"])
@@ -175,7 +146,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.get("/sessions/{session_id}/frames", tags=["video"])
     async def frames(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        _session_or_404(state, session_id, owner)
+        session_or_404(state, session_id, owner)
         return {
             "session_id": session_id,
             "frames": [
@@ -193,7 +164,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.get("/sessions/{session_id}/frames/{index}.jpg", tags=["video"])
     async def thumbnail(session_id: str, index: int, state: StateDep, owner: OwnerDep) -> Response:
-        _session_or_404(state, session_id, owner)
+        session_or_404(state, session_id, owner)
         data = state.store.thumbnail(session_id, index)
         if data is None:
             raise ModelNotFound(f"no thumbnail for frame {index}", code="frame_not_found")
@@ -201,12 +172,12 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.get("/sessions/{session_id}/events", tags=["video"])
     async def events(session_id: str, state: StateDep, owner: OwnerDep) -> StreamingResponse:
-        _session_or_404(state, session_id, owner)
-        return StreamingResponse(_event_stream(state, session_id), media_type="text/event-stream")
+        session_or_404(state, session_id, owner)
+        return StreamingResponse(actions.event_stream(state, session_id), media_type="text/event-stream")
 
     @app.get("/summaries/{session_id}", tags=["video"])
     async def summaries(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        _session_or_404(state, session_id, owner)
+        session_or_404(state, session_id, owner)
         return {
             "session_id": session_id,
             "summaries": [
@@ -224,11 +195,11 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.post("/chat", tags=["video"])
     async def chat(body: ChatRequest, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        return await _chat(body, state, owner)
+        return await actions.chat(body, state, owner)
 
     @app.delete("/sessions/{session_id}", tags=["video"])
     async def delete(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        session = _session_or_404(state, session_id, owner)
+        session = session_or_404(state, session_id, owner)
         await state.runner.cancel(session_id)
         state.store.delete_session(session_id)
         shutil.rmtree(Path(session.video_path).parent, ignore_errors=True)
@@ -236,138 +207,9 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.post("/image", tags=["video"])
     async def image(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        return await _image(request, state)
+        return await actions.image(request, state)
 
     return app
-
-
-def _float(fields: dict[str, str], name: str, default: float | None, low: float, high: float) -> float | None:
-    raw = fields.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be a number", param=name) from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"'{name}' must be between {low:g} and {high:g}", param=name)
-    return value
-
-
-async def _upload(request: Request, state: ServiceState, owner: str | None) -> dict[str, Any]:
-    settings = state.settings
-    session_id = str(uuid.uuid4())
-    folder = settings.data_dir / "videos" / session_id
-    folder.mkdir(parents=True)
-    try:
-        received = await receive_upload(request, folder / "upload", settings.max_upload_bytes)
-        fields = received.fields
-        fps = _float(fields, "fps", settings.default_fps, 0.01, 30) or settings.default_fps
-        max_frames = _float(fields, "max_frames", None, 1, settings.max_frames_limit)
-        scene = _float(fields, "scene_threshold", None, 0.5, 255)
-        per_request = _float(fields, "frames_per_request", settings.frames_per_request, 1, 16)
-        path = folder / safe_name(received.filename)
-        (folder / "upload").rename(path)
-        try:
-            info = await asyncio.to_thread(probe, path, settings.max_upload_bytes, settings.max_duration_s)
-        except VideoRejected as exc:
-            raise InvalidRequest(f"{safe_name(received.filename)}: {exc}", param="file", code="invalid_video") from None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    options = SamplingOptions(
-        fps=fps,
-        max_frames=int(max_frames) if max_frames else None,
-        max_side=settings.max_side,
-        jpeg_quality=settings.jpeg_quality,
-        scene_threshold=scene,
-    )
-    total = expected_frames(info, options)
-    stored_options = {**options.__dict__, "frames_per_request": int(per_request or 1)}
-    prompt = fields.get("prompt", "").strip() or None
-    session = Session(
-        session_id, owner, received.filename, str(path), "queued", stored_options, prompt, info.duration_s, total
-    )
-    state.store.create_session(session)
-    state.runner.start(session_id)
-    return {
-        "session_id": session_id,
-        "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video",
-        "total_frames": total,
-        "workflow_id": f"video-analysis-{session_id}",
-        "duration_s": round(info.duration_s, 3),
-    }
-
-
-async def _chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dict[str, Any]:
-    session = _session_or_404(state, body.session_id, owner)
-    progress = state.runner.progress(session.id)
-    frames = state.store.frames(session.id)
-    if not any(f.description for f in frames):
-        raise InvalidRequest(
-            "no frame of this video has been described yet; try again shortly", param="session_id", code="not_ready"
-        )
-    context = build_context(
-        frames,
-        state.store.summaries(session.id),
-        body.question,
-        state.settings.context_token_budget,
-        state.settings.summary_batch_size,
-    )
-    described = [f for f in frames if f.description]
-    reached = max(f.timestamp_s for f in described)
-    coverage = (
-        f"The video lasts {timestamp_label(session.duration_s)}; descriptions cover it up to "
-        f"{timestamp_label(reached)} ({progress['progress_percentage']}% of the frames are processed)."
-    )
-    try:
-        answer = await state.chat.answer(body.question, context, coverage)
-    except Exception as exc:
-        log.warning("chat failed: %s", type(exc).__name__)
-        raise UpstreamFailed("the chat model could not answer; try again") from None
-    return {
-        "session_id": session.id,
-        "question": body.question,
-        "answer": answer,
-        "context_batches_used": context.batches_used,
-        "total_frames_in_context": context.frames_used,
-        "progress_percentage": progress["progress_percentage"],
-        "status": progress["status"],
-        "covered_until_s": reached,
-    }
-
-
-async def _image(request: Request, state: ServiceState) -> dict[str, Any]:
-    from video.image import describe_image_file
-
-    folder = state.settings.data_dir / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / uuid.uuid4().hex
-    try:
-        received = await receive_upload(request, target, 50 * 1024 * 1024)
-        return await describe_image_file(target, received.filename, state.describer, state.chat)
-    finally:
-        target.unlink(missing_ok=True)
-
-
-async def _event_stream(state: ServiceState, session_id: str) -> AsyncIterator[bytes]:
-    queue = state.runner.events.subscribe(session_id)
-    try:
-        current = state.runner.progress(session_id)
-        yield b"event: status\ndata: " + orjson.dumps(current) + b"\n\n"
-        if current.get("status") in ("completed", "failed"):
-            return
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), 15)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            yield b"event: " + event["event"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-            if event["event"] in ("completed", "failed"):
-                return
-    finally:
-        state.runner.events.unsubscribe(session_id, queue)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

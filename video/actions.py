@@ -1,0 +1,154 @@
+"""What the video service's endpoints do: receive uploads, answer questions, describe
+images, stream progress. ``video.api`` maps HTTP onto these."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from gateway.errors import InvalidRequest, UpstreamFailed
+from video.chat import build_context
+from video.fanout import timestamp_label
+from video.probe import VideoRejected, probe
+from video.sampling import SamplingOptions, expected_frames
+from video.state import ChatRequest, ServiceState, session_or_404
+from video.store import Session
+from video.upload import receive_upload, safe_name
+
+log = logging.getLogger("video")
+
+
+def form_number(fields: dict[str, str], name: str, default: float | None, low: float, high: float) -> float | None:
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be a number", param=name) from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be between {low:g} and {high:g}", param=name)
+    return value
+
+
+async def upload(request: Request, state: ServiceState, owner: str | None) -> dict[str, Any]:
+    settings = state.settings
+    session_id = str(uuid.uuid4())
+    folder = settings.data_dir / "videos" / session_id
+    folder.mkdir(parents=True)
+    try:
+        received = await receive_upload(request, folder / "upload", settings.max_upload_bytes)
+        fields = received.fields
+        fps = form_number(fields, "fps", settings.default_fps, 0.01, 30) or settings.default_fps
+        max_frames = form_number(fields, "max_frames", None, 1, settings.max_frames_limit)
+        scene = form_number(fields, "scene_threshold", None, 0.5, 255)
+        per_request = form_number(fields, "frames_per_request", settings.frames_per_request, 1, 16)
+        path = folder / safe_name(received.filename)
+        (folder / "upload").rename(path)
+        try:
+            info = await asyncio.to_thread(probe, path, settings.max_upload_bytes, settings.max_duration_s)
+        except VideoRejected as exc:
+            raise InvalidRequest(f"{safe_name(received.filename)}: {exc}", param="file", code="invalid_video") from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    options = SamplingOptions(
+        fps=fps,
+        max_frames=int(max_frames) if max_frames else None,
+        max_side=settings.max_side,
+        jpeg_quality=settings.jpeg_quality,
+        scene_threshold=scene,
+    )
+    total = expected_frames(info, options)
+    stored_options = {**options.__dict__, "frames_per_request": int(per_request or 1)}
+    prompt = fields.get("prompt", "").strip() or None
+    session = Session(
+        session_id, owner, received.filename, str(path), "queued", stored_options, prompt, info.duration_s, total
+    )
+    state.store.create_session(session)
+    state.runner.start(session_id)
+    return {
+        "session_id": session_id,
+        "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video",
+        "total_frames": total,
+        "workflow_id": f"video-analysis-{session_id}",
+        "duration_s": round(info.duration_s, 3),
+    }
+
+
+async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dict[str, Any]:
+    session = session_or_404(state, body.session_id, owner)
+    progress = state.runner.progress(session.id)
+    frames = state.store.frames(session.id)
+    if not any(f.description for f in frames):
+        raise InvalidRequest(
+            "no frame of this video has been described yet; try again shortly", param="session_id", code="not_ready"
+        )
+    context = build_context(
+        frames,
+        state.store.summaries(session.id),
+        body.question,
+        state.settings.context_token_budget,
+        state.settings.summary_batch_size,
+    )
+    described = [f for f in frames if f.description]
+    reached = max(f.timestamp_s for f in described)
+    coverage = (
+        f"The video lasts {timestamp_label(session.duration_s)}; descriptions cover it up to "
+        f"{timestamp_label(reached)} ({progress['progress_percentage']}% of the frames are processed)."
+    )
+    try:
+        answer = await state.chat.answer(body.question, context, coverage)
+    except Exception as exc:
+        log.warning("chat failed: %s", type(exc).__name__)
+        raise UpstreamFailed("the chat model could not answer; try again") from None
+    return {
+        "session_id": session.id,
+        "question": body.question,
+        "answer": answer,
+        "context_batches_used": context.batches_used,
+        "total_frames_in_context": context.frames_used,
+        "progress_percentage": progress["progress_percentage"],
+        "status": progress["status"],
+        "covered_until_s": reached,
+    }
+
+
+async def image(request: Request, state: ServiceState) -> dict[str, Any]:
+    from video.image import describe_image_file
+
+    folder = state.settings.data_dir / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / uuid.uuid4().hex
+    try:
+        received = await receive_upload(request, target, 50 * 1024 * 1024)
+        return await describe_image_file(target, received.filename, state.describer, state.chat)
+    finally:
+        target.unlink(missing_ok=True)
+
+
+async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[bytes]:
+    queue = state.runner.events.subscribe(session_id)
+    try:
+        current = state.runner.progress(session_id)
+        yield b"event: status\ndata: " + orjson.dumps(current) + b"\n\n"
+        if current.get("status") in ("completed", "failed"):
+            return
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            yield b"event: " + event["event"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+            if event["event"] in ("completed", "failed"):
+                return
+    finally:
+        state.runner.events.unsubscribe(session_id, queue)

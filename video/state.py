@@ -1,0 +1,36 @@
+"""What the video service's handlers share: its state, request shapes, session lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from gateway.errors import ModelNotFound
+from video.chat import ChatModel
+from video.fanout import Describer
+from video.jobs import JobRunner
+from video.settings import VideoSettings
+from video.store import Session, Store
+
+
+class ChatRequest(BaseModel):
+    session_id: str
+    question: str = Field(min_length=1, max_length=4000)
+
+
+@dataclass
+class ServiceState:
+    settings: VideoSettings
+    store: Store
+    runner: JobRunner
+    describer: Describer
+    chat: ChatModel
+    key_digests: list[str]
+
+
+def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:
+    session = state.store.get_session(session_id)
+    if session is None or session.owner != owner:
+        raise ModelNotFound(f"no session '{session_id}'", param="session_id", code="session_not_found")
+    return session
