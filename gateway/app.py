@@ -61,10 +61,11 @@ async def get_state(request: Request) -> GatewayState:
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def _body_doc(model: type[Any]) -> dict[str, Any]:
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema, its nested models moved into the OpenAPI components."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    components.update(schema.pop("$defs", {}))
+    return schema
 
 
 def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> FastAPI:
@@ -153,17 +154,21 @@ def _document_proxy_endpoints(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build_default()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
             for path, endpoint, _, model in _PROXY_ENDPOINTS:
                 operation = {
                     "tags": ["openai"],
                     "summary": f"Create {endpoint.replace('/', ' ').replace('_', ' ')}",
                     "operationId": endpoint.replace("/", "_"),
-                    **_body_doc(model),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _schema(model, components)}},
+                    },
                     "responses": {
                         "200": {"description": "The deployment's answer; SSE when `stream` is true"},
                         "default": {
                             "description": "OpenAI error envelope",
-                            "content": {"application/json": {"schema": ErrorEnvelope.model_json_schema()}},
+                            "content": {"application/json": {"schema": _schema(ErrorEnvelope, components)}},
                         },
                     },
                 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from tests.conftest import GatewayFactory, UpstreamFactory, deployment
@@ -17,6 +20,9 @@ async def test_health_and_docs(upstream: UpstreamFactory, gateway: GatewayFactor
     assert (await gw.http.get("/health")).json() == {"status": "ok"}
     schema = (await gw.http.get("/openapi.json")).json()
     assert "/v1/chat/completions" in schema["paths"]
+    # Every reference resolves: nested models live in the components.
+    for ref in re.findall(r'"\$ref": ?"#/components/schemas/([^"]+)"', json.dumps(schema)):
+        assert ref in schema["components"]["schemas"], ref
     assert (await gw.http.get("/docs")).status_code == 200
 
 
