@@ -12,14 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
 from gateway.config import ProxyConfig
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
@@ -211,24 +210,4 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             metrics.rate_limited.labels(error.code or "rate_limit_exceeded").inc()
         return error_response(error, getattr(request.state, "request_id", None))
 
-    async def on_gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return respond(request, exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        error = GatewayError(str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
-        error.status_code = exc.status_code
-        error.error_type = "invalid_request_error"
-        return respond(request, error)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
-        return respond(request, GatewayError("internal gateway error", code="internal_error"))
-
-    app.add_exception_handler(GatewayError, on_gateway_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+    install_error_handlers(app, respond, log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.config import ProxyConfig
@@ -35,46 +36,58 @@ class Principal:
 OPEN_ACCESS = Principal("anonymous", None, None)
 
 
-def _digest(key: str) -> bytes:
+def digest(key: str) -> bytes:
+    """How keys are stored and compared: their SHA-256."""
     return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header, or 401."""
+    if not authorization:
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
+    return token.strip()
+
+
+def find_key(presented: str, digests: Iterable[bytes]) -> bytes | None:
+    """The stored digest matching ``presented``; compares against every one, so timing reveals nothing."""
+    wanted = digest(presented)
+    found = None
+    for candidate in digests:
+        if hmac.compare_digest(candidate, wanted) and found is None:
+            found = candidate
+    return found
 
 
 class KeyStore:
     """Checks Bearer tokens against the master key and the configured API keys."""
 
     def __init__(self, config: ProxyConfig) -> None:
-        self._entries: list[tuple[bytes, Principal]] = []
+        # Keyed by digest; a key configured twice keeps its first meaning (the master key first).
+        self._principals: dict[bytes, Principal] = {}
         master = config.general_settings.master_key
         if master:
-            self._entries.append((_digest(master), Principal("master", None, None)))
+            self._principals[digest(master)] = Principal("master", None, None)
         for index, api_key in enumerate(config.gateway_settings.api_keys):
             principal = Principal(
                 api_key.name or f"key-{index}",
                 frozenset(api_key.models) if api_key.models is not None else None,
                 TokenBucket(api_key.rpm) if api_key.rpm else None,
             )
-            self._entries.append((_digest(api_key.key), principal))
+            self._principals.setdefault(digest(api_key.key), principal)
 
     @property
     def is_open(self) -> bool:
         """True when no key is configured and every caller is let in."""
-        return not self._entries
+        return not self._principals
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an ``Authorization`` header, or 401."""
         if self.is_open:
             return OPEN_ACCESS
-        if not authorization:
-            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        presented = _digest(token.strip())
-        found: Principal | None = None
-        for digest, principal in self._entries:
-            # Compare against every entry so timing does not reveal which one matched.
-            if hmac.compare_digest(digest, presented) and found is None:
-                found = principal
+        found = find_key(bearer_token(authorization), self._principals)
         if found is None:
             raise AuthenticationFailed("invalid API key")
-        return found
+        return self._principals[found]

@@ -15,10 +15,15 @@ GatewayError
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 
@@ -152,3 +157,30 @@ def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
     elif isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
         message = parsed["message"][:2000]
     return UpstreamRejected(status_code, message, param=param, code=code)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def install_error_handlers(
+    app: Starlette, respond: Callable[[Request, GatewayError], Response], log: logging.Logger
+) -> None:
+    """Route every exception of ``app`` (ours, HTTP errors, the unexpected) through ``respond``."""
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return respond(request, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error = InvalidRequest(str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        error.status_code = exc.status_code
+        return respond(request, error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
+        return respond(request, GatewayError("internal error", code="internal_error"))
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

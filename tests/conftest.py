@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from openai import AsyncOpenAI
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fakes import Behaviour, FakeUpstream, free_socket
+from tests.fakes import Behaviour, FakeUpstream, Served, serve
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,27 +64,20 @@ async def upstream() -> AsyncIterator[UpstreamFactory]:
 @pytest.fixture
 async def gateway() -> AsyncIterator[GatewayFactory]:
     """Start gateways from a config mapping: ``await gateway({"model_list": [...]})``."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None], RunningGateway]] = []
+    running: list[tuple[Served, RunningGateway]] = []
 
     async def start(config: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
         loaded = parse_config(config, env or {})
         app = create_app(loaded.config, env or {})
-        sock = free_socket()
-        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
-        # The socket already listens, so clients may connect at once; uvicorn accepts after startup.
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}"
-        http = httpx.AsyncClient(base_url=url, timeout=30)
-        gw = RunningGateway(url, app, http)
-        running.append((server, task, gw))
+        served = serve(app)
+        gw = RunningGateway(served.url, app, httpx.AsyncClient(base_url=served.url, timeout=30))
+        running.append((served, gw))
         return gw
 
     yield start
-    for server, task, gw in running:
+    for served, gw in running:
         await gw.close()
-        server.should_exit = True
-        await task
+        await served.stop()
 
 
 def deployment(

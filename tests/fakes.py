@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import uvicorn
 from aiohttp import web
 
 
@@ -31,6 +32,29 @@ class Behaviour:
     omit_done: bool = False
     content: str = "Hello from the fake"
     echo_prompt: bool = False  # answer with the text of the last user message (which names the frame)
+
+
+@dataclass
+class Served:
+    """An ASGI app served by uvicorn on a loopback socket, inside the running event loop."""
+
+    url: str
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+def serve(app: Any) -> Served:
+    """Serve ``app`` on a free port; the socket already listens, so clients may connect at once
+    (uvicorn accepts them once the app's startup finished)."""
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    host, port = sock.getsockname()[:2]
+    return Served(f"http://{host}:{port}", server, task)
 
 
 def free_socket() -> socket.socket:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -13,17 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from openai import AsyncOpenAI
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from gateway.errors import (
-    AuthenticationFailed,
-    GatewayError,
-    InvalidRequest,
-    ModelNotFound,
-    error_response,
-)
+from gateway.auth import bearer_token, digest, find_key
+from gateway.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from video import actions
 from video.chat import ChatModel
 from video.fanout import Describer, timestamp_label
@@ -44,25 +36,14 @@ async def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 async def get_owner(request: Request, state: StateDep) -> str | None:
     """The caller's key digest (sessions belong to it), or None when the service is open."""
     if not state.key_digests:
         return None
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    digest = _digest(token.strip())
-    found = None
-    for known in state.key_digests:
-        if hmac.compare_digest(known, digest):
-            found = known
+    found = find_key(bearer_token(request.headers.get("authorization")), state.key_digests)
     if found is None:
         raise AuthenticationFailed("invalid API key")
-    return found
+    return found.hex()
 
 
 OwnerDep = Annotated[str | None, Depends(get_owner)]
@@ -95,7 +76,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         keys = settings.all_client_keys()
         if not keys:
             log.warning("no client keys configured: the video service is open to anyone who can reach it")
-        state = ServiceState(settings, store, runner, describer, chat, [_digest(k) for k in keys])
+        state = ServiceState(settings, store, runner, describer, chat, [digest(k) for k in keys])
         resumed = runner.resume_all()
         if resumed:
             log.info("resumed %d job(s)", resumed)
@@ -215,28 +196,11 @@ def create_app(settings: VideoSettings) -> FastAPI:
 def _add_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
 
-    async def on_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return error_response(exc)
-
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         return error_response(InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param))
 
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        error = GatewayError(str(exc.detail), code="not_found" if exc.status_code == 404 else None)
-        error.status_code = exc.status_code
-        error.error_type = "invalid_request_error"
-        return error_response(error)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(GatewayError("internal error", code="internal_error"))
-
-    app.add_exception_handler(GatewayError, on_error)
+    install_error_handlers(app, lambda _, error: error_response(error), log)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(Exception, on_unexpected)

@@ -26,7 +26,7 @@ class ServiceState:
     runner: JobRunner
     describer: Describer
     chat: ChatModel
-    key_digests: list[str]
+    key_digests: list[bytes]
 
 
 def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -12,9 +11,8 @@ from typing import Any
 import httpx
 import imageio_ffmpeg
 import pytest
-import uvicorn
 
-from tests.fakes import free_socket
+from tests.fakes import Served, serve
 from video.api import create_app
 from video.settings import VideoSettings
 
@@ -113,24 +111,19 @@ ServiceFactory = Callable[..., Awaitable[RunningService]]
 @pytest.fixture
 async def video_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
     """Start the video service in-process on a free loopback port: ``await video_service(gateway_url=...)``."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
+    running: list[tuple[Served, httpx.AsyncClient]] = []
 
     async def start(**overrides: Any) -> RunningService:
         settings = VideoSettings(
             _env_file=None,  # type: ignore[call-arg]
             **{"data_dir": tmp_path / "data", "max_retries": 1, "summary_batch_size": 4, **overrides},
         )
-        sock = free_socket()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}"
-        http = httpx.AsyncClient(base_url=url, timeout=60)
-        running.append((server, task, http))
-        return RunningService(url, http, settings)
+        served = serve(create_app(settings))
+        http = httpx.AsyncClient(base_url=served.url, timeout=60)
+        running.append((served, http))
+        return RunningService(served.url, http, settings)
 
     yield start
-    for server, task, http in running:
+    for served, http in running:
         await http.aclose()
-        server.should_exit = True
-        await task
+        await served.stop()
