@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+from common.auth import bearer_token, digest, find_key
 from gateway.config import ProxyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from gateway.ratelimit import TokenBucket
@@ -34,31 +32,6 @@ class Principal:
 
 
 OPEN_ACCESS = Principal("anonymous", None, None)
-
-
-def digest(key: str) -> bytes:
-    """How keys are stored and compared: their SHA-256."""
-    return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-def bearer_token(authorization: str | None) -> str:
-    """The key of an ``Authorization: Bearer <key>`` header, or 401."""
-    if not authorization:
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-    return token.strip()
-
-
-def find_key(presented: str, digests: Iterable[bytes]) -> bytes | None:
-    """The stored digest matching ``presented``; compares against every one, so timing reveals nothing."""
-    wanted = digest(presented)
-    found = None
-    for candidate in digests:
-        if hmac.compare_digest(candidate, wanted) and found is None:
-            found = candidate
-    return found
 
 
 class KeyStore:

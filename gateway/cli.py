@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from common.log import configure_logging
     from gateway.app import create_app
-    from gateway.log import configure_logging
 
     overrides = {k: v for k, v in {"config": args.config, "host": args.host, "port": args.port}.items() if v}
     if args.env_file:

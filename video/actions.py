@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from gateway.errors import InvalidRequest, UpstreamFailed
+from common.errors import InvalidRequest, UpstreamFailed
 from video.chat import build_context
 from video.fanout import timestamp_label
 from video.probe import VideoRejected, probe

@@ -14,8 +14,8 @@ from openai import AsyncOpenAI
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from gateway.auth import bearer_token, digest, find_key
-from gateway.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, error_response, install_error_handlers
+from common.auth import bearer_token, digest, find_key
+from common.errors import AuthenticationFailed, InvalidRequest, NotFound, error_response, install_error_handlers
 from video import actions
 from video.chat import ChatModel
 from video.fanout import Describer, timestamp_label
@@ -148,7 +148,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         session_or_404(state, session_id, owner)
         data = state.store.thumbnail(session_id, index)
         if data is None:
-            raise ModelNotFound(f"no thumbnail for frame {index}", code="frame_not_found")
+            raise NotFound(f"no thumbnail for frame {index}", code="frame_not_found")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/sessions/{session_id}/events", tags=["video"])

@@ -90,7 +90,7 @@ async def _analyze(args: argparse.Namespace) -> int:
 
 
 async def _describe(args: argparse.Namespace) -> int:
-    from gateway.errors import InvalidRequest
+    from common.errors import InvalidRequest
     from video.image import describe_image_file
 
     client = _client(args)
@@ -110,7 +110,7 @@ async def _describe(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.log import configure_logging
+    from common.log import configure_logging
     from video.api import create_app
 
     overrides = {

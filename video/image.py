@@ -8,7 +8,7 @@ from typing import Any
 
 import cv2
 
-from gateway.errors import InvalidRequest
+from common.errors import InvalidRequest
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.sampling import SampledFrame, SamplingOptions, encode

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from gateway.errors import ModelNotFound
+from common.errors import NotFound
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobRunner
@@ -32,5 +32,5 @@ class ServiceState:
 def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:
     session = state.store.get_session(session_id)
     if session is None or session.owner != owner:
-        raise ModelNotFound(f"no session '{session_id}'", param="session_id", code="session_not_found")
+        raise NotFound(f"no session '{session_id}'", param="session_id", code="session_not_found")
     return session

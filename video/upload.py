@@ -11,7 +11,7 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from common.errors import InvalidRequest, PayloadTooLarge
 
 _MAX_FIELD_BYTES = 64 * 1024
 

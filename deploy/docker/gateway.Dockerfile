@@ -6,6 +6,7 @@ RUN python -m venv /opt/venv
 COPY deploy/docker/gateway.lock /tmp/gateway.lock
 RUN /opt/venv/bin/pip install --requirement /tmp/gateway.lock
 COPY pyproject.toml README.md /src/
+COPY common /src/common
 COPY gateway /src/gateway
 RUN /opt/venv/bin/pip install --no-deps /src
 

@@ -6,7 +6,7 @@ RUN python -m venv /opt/venv
 COPY deploy/docker/video.lock /tmp/video.lock
 RUN /opt/venv/bin/pip install --requirement /tmp/video.lock
 COPY pyproject.toml README.md /src/
-COPY gateway /src/gateway
+COPY common /src/common
 COPY video /src/video
 RUN /opt/venv/bin/pip install --no-deps /src
 

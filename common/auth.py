@@ -1,0 +1,34 @@
+"""Bearer keys: how they are read from a request, stored (SHA-256) and compared (constant time)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from common.errors import AuthenticationFailed
+
+
+def digest(key: str) -> bytes:
+    """How keys are stored and compared: their SHA-256."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header, or 401."""
+    if not authorization:
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
+    return token.strip()
+
+
+def find_key(presented: str, digests: Iterable[bytes]) -> bytes | None:
+    """The stored digest matching ``presented``; compares against every one, so timing reveals nothing."""
+    wanted = digest(presented)
+    found = None
+    for candidate in digests:
+        if hmac.compare_digest(candidate, wanted) and found is None:
+            found = candidate
+    return found
