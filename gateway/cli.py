@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dotenv import dotenv_values
-
+from common.env import read_env
 from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
 from gateway.routing import Router
 from gateway.settings import Settings
-
-
-def read_env(env_file: Path) -> dict[str, str]:
-    """The process environment over the ``.env`` file: real variables win."""
-    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
-    return {**values, **os.environ}
 
 
 def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:

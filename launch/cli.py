@@ -11,14 +11,14 @@ from pathlib import Path
 
 from launch import stack as stack_module
 from launch.catalogue import CATALOGUE, find
+from launch.environment import PACKAGE_ROOT, LaunchError, model_source, vllm_python
 from launch.gpu import detect_gpus
 from launch.models import ModelError, download, verify
 from launch.profiles import PROFILES, Profile, select_profile, vllm_command
 from launch.up import UpOptions, plan_stack
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS_DIR = Path(os.environ.get("LAUNCH_MODELS_DIR", ROOT / "models"))
-DEFAULT_VLLM_PYTHON = os.environ.get("LAUNCH_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+ROOT = PACKAGE_ROOT
+DEFAULT_MODELS_DIR = Path(os.environ.get("LAUNCH_MODELS_DIR", "models"))
 
 
 def _profile(name: str | None) -> Profile:
@@ -32,25 +32,32 @@ def _profile(name: str | None) -> Profile:
 def cmd_vllm(args: argparse.Namespace) -> int:
     profile = _profile(args.profile)
     try:
-        spec = find(args.model or profile.model)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        source = model_source(args.model or profile.model, args.models_dir)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    local = (args.models_dir / spec.name).is_dir() or not spec.repo_id
+    try:
+        python = vllm_python(args.vllm_python, os.environ)
+    except LaunchError as exc:
+        if not args.dry_run:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"# note: {exc}", file=sys.stderr)
+        python = args.vllm_python or os.environ.get("LAUNCH_VLLM_PYTHON") or "python"
     gpus = [] if profile.on_cpu else detect_gpus()
     launch = vllm_command(
         profile,
-        str(args.models_dir / spec.name) if local else spec.repo_id,
-        spec.name,
-        offline=local,
-        python=args.vllm_python,
+        source.location,
+        source.served_name,
+        offline=source.on_disk,
+        python=python,
         host=args.host,
         port=args.port,
         gpu_count=len(gpus),
         extra_args=args.extra,
     )
     if args.dry_run:
-        print(f"# profile {profile.name}: {profile.notes or spec.repo_id or spec.name}")
+        print(f"# profile {profile.name}: {profile.notes or source.location}")
         print(launch.shell())
         return 0
     os.execvpe(launch.argv[0], launch.argv, {**os.environ, **launch.env})
@@ -90,9 +97,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
+    try:
+        python = vllm_python(args.vllm_python, os.environ)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     result = subprocess.run(
-        [args.vllm_python, "-m", "launch.tiny_model", str(args.directory)],
-        cwd=ROOT,
+        [python, "-m", "launch.tiny_model", str(args.directory)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=False,
     )
@@ -100,10 +111,15 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        python = vllm_python(args.vllm_python, os.environ)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     options = UpOptions(
         root=ROOT,
         models_dir=args.models_dir,
-        vllm_python=args.vllm_python,
+        vllm_python=python,
         profile=args.profile,
         tiny=args.tiny,
         host=args.host,
@@ -123,12 +139,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_check_manifests(args: argparse.Namespace) -> int:
     from launch.manifests import check_overlay, documented_secrets
 
-    known = set((ROOT / "deploy" / "monitoring" / "vllm-metrics.txt").read_text().split())
+    root = next((r for r in (Path.cwd(), ROOT) if (r / "deploy" / "monitoring" / "vllm-metrics.txt").is_file()), None)
+    if root is None:
+        print("error: check-manifests runs in a checkout of the project (no deploy/ folder here)", file=sys.stderr)
+        return 1
+    known = set((root / "deploy" / "monitoring" / "vllm-metrics.txt").read_text().split())
     known |= _own_metric_names()
     failed = False
     for overlay in args.overlays:
         try:
-            problems = check_overlay(overlay.resolve(), ROOT, documented_secrets(ROOT / "README.md"), known)
+            problems = check_overlay(overlay.resolve(), root, documented_secrets(root / "README.md"), known)
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -159,12 +179,16 @@ def _own_metric_names() -> set[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch", description="Run Qwen2.5-VL under vLLM and the whole stack")
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    parser.add_argument("--vllm-python", default=DEFAULT_VLLM_PYTHON, help="Python of the vLLM environment")
+    parser.add_argument(
+        "--vllm-python",
+        help="Python of the vLLM environment (default: $LAUNCH_VLLM_PYTHON, this environment when it has vLLM, "
+        "else a checkout's .venv-vllm)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     vllm = commands.add_parser("vllm", help="start a vLLM OpenAI server with a profile")
     vllm.add_argument("--profile", help=f"one of {', '.join(PROFILES)} (default: chosen by GPU memory)")
-    vllm.add_argument("--model", help="catalogue name or hub id (default: the profile's)")
+    vllm.add_argument("--model", help="model directory, catalogue name or hub id (default: the profile's)")
     vllm.add_argument("--host", default="127.0.0.1")
     vllm.add_argument("--port", type=int, default=8000)
     vllm.add_argument("--dry-run", action="store_true", help="print the exact command and exit")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 STOP_GRACE_S = 20.0
+MAX_LINE_BYTES = 16 * 1024  # longer log lines are shown in pieces of this size
 
 
 @dataclass
@@ -85,8 +86,21 @@ class Stack:
         assert service.process is not None
         assert service.process.stdout is not None
         prefix = f"{service.name:<{self._width}} | "
-        while line := await service.process.stdout.readline():
-            self._write(prefix + line.decode(errors="replace").rstrip())
+        # read() rather than readline(): a line longer than the stream's limit must not stop the
+        # pump, or the child blocks on its full pipe.
+        pending = bytearray()
+        while chunk := await service.process.stdout.read(64 * 1024):
+            pending += chunk
+            *parts, rest = pending.split(b"\n")
+            lines = [bytes(part) for part in parts]
+            pending = bytearray(rest)
+            while len(pending) > MAX_LINE_BYTES:
+                lines.append(bytes(pending[:MAX_LINE_BYTES]) + b" [line continues]")
+                del pending[:MAX_LINE_BYTES]
+            for line in lines:
+                self._write(prefix + line.decode(errors="replace").rstrip())
+        if pending:
+            self._write(prefix + pending.decode(errors="replace").rstrip())
 
     async def _wait_healthy(self, service: Service) -> None:
         if service.health_url is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from common.env import read_env
 from launch.catalogue import find
 from launch.gpu import detect_gpus
 from launch.profiles import PROFILES, Profile, select_profile, vllm_command
@@ -36,6 +38,8 @@ class UpOptions:
     gateway_port: int = 4000
     video_port: int = 8080
     with_video: bool = True
+    env_file: Path = Path(".env")
+    state_dir: Path = Path(".launch")
 
 
 def choose_profile(options: UpOptions, say: Callable[[str], None]) -> Profile:
@@ -95,8 +99,6 @@ def gateway_config(served_name: str, vllm_url: str, max_parallel: int, env: dict
 
 def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     """Prepare everything ``launch up`` needs and return the services to run, in start order."""
-    if not Path(options.vllm_python).exists():
-        raise RuntimeError(f"the vLLM environment is missing ({options.vllm_python}); run `make vllm-env`")
     profile = choose_profile(options, say)
     spec = find(profile.model)
     model_dir = options.models_dir / spec.name
@@ -124,12 +126,12 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     env = dict(launch.env)
     say(f"vLLM profile {profile.name}: {launch.shell()}")
     vllm_url = f"http://{_client_host(options.host)}:{options.vllm_port}"
-    state_dir = options.root / ".launch"
-    state_dir.mkdir(exist_ok=True)
-    config_path = state_dir / "gateway.yaml"
-    config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, dict(os.environ))
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    config_path = options.state_dir / "gateway.yaml"
+    env_seen = read_env(options.env_file)
+    config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, env_seen)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    bin_dir = Path(os.environ.get("VIRTUAL_ENV", options.root / ".venv")) / "bin"
+    bin_dir = Path(sys.executable).parent
     gateway_url = f"http://{_client_host(options.host)}:{options.gateway_port}"
     groups = ", ".join(m["model_name"] for m in config["model_list"])
     services = [
@@ -152,6 +154,8 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
                 options.host,
                 "--port",
                 str(options.gateway_port),
+                "--env-file",
+                str(options.env_file),
             ],
             {"GATEWAY_ENVIRONMENT": "development"},
             health_url=f"{gateway_url}/health",
@@ -174,7 +178,7 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
                     "--port",
                     str(options.video_port),
                 ],
-                video_limits(profile),
+                {**video_limits(profile), **video_gateway_key(env_seen)},
                 health_url=f"{video_url}/health",
                 ready_timeout_s=60,
                 announce=f"{video_url} (video upload, status and chat)",
@@ -193,6 +197,13 @@ def video_limits(profile: Profile) -> dict[str, str]:
         "VIDEO_CONTEXT_TOKEN_BUDGET": "150",
         "VIDEO_SUMMARY_BATCH_SIZE": "4",
     }
+
+
+def video_gateway_key(env: dict[str, str]) -> dict[str, str]:
+    """The video service calls the gateway with its master key, unless it was given a key of its own."""
+    if env.get("VIDEO_API_KEY") or not env.get("GATEWAY_MASTER_KEY"):
+        return {}
+    return {"VIDEO_API_KEY": env["GATEWAY_MASTER_KEY"]}
 
 
 def _installed(module: str) -> bool:

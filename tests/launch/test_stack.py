@@ -92,3 +92,18 @@ async def test_a_service_dying_while_starting_is_reported() -> None:
     broken = Service("broken", [PY, "-c", "raise SystemExit(7)"], health_url=f"http://127.0.0.1:{port}/")
     assert await Stack([broken], lines.append).run() == 1
     assert any("broken exited with code 7 while starting" in line for line in lines)
+
+
+async def test_a_log_line_over_64_kib_neither_stops_the_pump_nor_blocks_the_service() -> None:
+    lines: list[str] = []
+    # 300 KiB on one line, then more output than a pipe holds: a dead pump would block the child.
+    chatty = Service(
+        "chatty",
+        [PY, "-c", "import sys; print('x' * 300_000); [print('line', i) for i in range(20000)]; print('finished')"],
+    )
+    stack = Stack([chatty, Service("steady", WAIT_FOREVER)], lines.append)
+    assert await asyncio.wait_for(stack.run(), 30) == 1
+    assert "chatty | finished" in lines
+    assert "chatty | line 19999" in lines
+    long_pieces = [line for line in lines if line.startswith("chatty | xxxx")]
+    assert sum(line.count("x") for line in long_pieces) == 300_000
