@@ -106,11 +106,16 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
         app.router.routes.append(Route(path, _proxy_endpoint(endpoint, field), methods=["POST"], name=endpoint))
     _document_proxy_endpoints(app)
 
-    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
+    @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, tags=["openai"])
     async def list_models(request: Request, state: StateDep) -> ModelList:
         principal = state.keys.authenticate(request.headers.get("authorization"))
         cards = [
-            ModelCard(id=name, created=state.started_at, owned_by=group.deployments[0].provider)
+            ModelCard(
+                id=name,
+                created=state.started_at,
+                owned_by=group.deployments[0].provider,
+                max_model_len=group.context_tokens(),
+            )
             for name, group in state.router.groups.items()
             if principal.models is None or name in principal.models
         ]

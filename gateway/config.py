@@ -49,6 +49,7 @@ class ModelInfo(_Lenient):
     id: str | None = None
     supports_vision: bool = False
     mode: str | None = None
+    max_input_tokens: int | None = Field(default=None, gt=0)  # the context length, shown by /v1/models
 
 
 class ModelEntry(_Lenient):

@@ -27,6 +27,7 @@ class Deployment:
     weight: float
     supports_vision: bool
     max_parallel: int | None = None
+    context_tokens: int | None = None
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0

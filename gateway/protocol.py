@@ -67,6 +67,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    max_model_len: int | None = Field(default=None, description="context length in tokens, when configured")
 
 
 class ModelList(BaseModel):

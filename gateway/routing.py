@@ -26,6 +26,11 @@ class ModelGroup:
     waiters: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def context_tokens(self) -> int | None:
+        """The context every deployment of the group can take, when each one declares it."""
+        known = [d.context_tokens for d in self.deployments if d.context_tokens is not None]
+        return min(known) if known and len(known) == len(self.deployments) else None
+
     @property
     def supports_vision(self) -> bool:
         """Whether any deployment of the group takes images."""
@@ -94,6 +99,7 @@ class Router:
             weight=params.weight,
             supports_vision=entry.model_info.supports_vision,
             max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
+            context_tokens=entry.model_info.max_input_tokens,
             rpm=TokenBucket(params.rpm) if params.rpm else None,
             extra_headers=dict(params.extra_headers),
         )

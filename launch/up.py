@@ -58,7 +58,9 @@ def choose_profile(options: UpOptions, say: Callable[[str], None]) -> Profile:
     return profile
 
 
-def gateway_config(served_name: str, vllm_url: str, max_parallel: int, env: dict[str, str]) -> dict[str, Any]:
+def gateway_config(
+    served_name: str, vllm_url: str, max_parallel: int, env: dict[str, str], context_tokens: int | None = None
+) -> dict[str, Any]:
     """A gateway config: ``vision`` on the local vLLM; ``chat`` on Nebius when a key is set, else local."""
     local = {
         "model": f"hosted_vllm/{served_name}",
@@ -67,8 +69,13 @@ def gateway_config(served_name: str, vllm_url: str, max_parallel: int, env: dict
         "stream_timeout": 120,
         "max_parallel_requests": max_parallel,
     }
+    context = {"max_input_tokens": context_tokens} if context_tokens else {}
     models: list[dict[str, Any]] = [
-        {"model_name": "vision", "litellm_params": local, "model_info": {"id": "local-vllm", "supports_vision": True}}
+        {
+            "model_name": "vision",
+            "litellm_params": local,
+            "model_info": {"id": "local-vllm", "supports_vision": True, **context},
+        }
     ]
     if env.get("NEBIUS_API_KEY"):
         nebius = {"api_key": "os.environ/NEBIUS_API_KEY", "timeout": 120}
@@ -85,7 +92,7 @@ def gateway_config(served_name: str, vllm_url: str, max_parallel: int, env: dict
             {
                 "model_name": "chat",
                 "litellm_params": local,
-                "model_info": {"id": "local-vllm-chat", "supports_vision": True},
+                "model_info": {"id": "local-vllm-chat", "supports_vision": True, **context},
             }
         )
     config: dict[str, Any] = {
@@ -129,7 +136,7 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     options.state_dir.mkdir(parents=True, exist_ok=True)
     config_path = options.state_dir / "gateway.yaml"
     env_seen = read_env(options.env_file)
-    config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, env_seen)
+    config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, env_seen, profile.max_model_len)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     gateway_url = f"http://{_client_host(options.host)}:{options.gateway_port}"

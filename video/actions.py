@@ -14,7 +14,8 @@ import orjson
 from starlette.requests import Request
 
 from common.errors import InvalidRequest, UpstreamFailed
-from video.chat import build_context
+from video.chat import Context, ContextTooSmall, build_context
+from video.context_window import TokenEstimate
 from video.fanout import timestamp_label
 from video.probe import VideoRejected, probe
 from video.sampling import SamplingOptions, expected_frames
@@ -53,7 +54,9 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
         path = folder / safe_name(received.filename)
         (folder / "upload").rename(path)
         try:
-            info = await asyncio.to_thread(probe, path, settings.max_upload_bytes, settings.max_duration_s)
+            info = await asyncio.to_thread(
+                probe, path, settings.max_upload_bytes, settings.max_duration_s, settings.max_video_pixels
+            )
         except VideoRejected as exc:
             raise InvalidRequest(f"{safe_name(received.filename)}: {exc}", param="file", code="invalid_video") from None
     except BaseException:
@@ -91,21 +94,21 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         raise InvalidRequest(
             "no frame of this video has been described yet; try again shortly", param="session_id", code="not_ready"
         )
-    context = build_context(
-        frames,
-        state.store.summaries(session.id),
-        body.question,
-        state.settings.context_token_budget,
-        state.settings.summary_batch_size,
-    )
+    summaries = state.store.summaries(session.id)
     described = [f for f in frames if f.description]
     reached = max(f.timestamp_s for f in described)
     coverage = (
         f"The video lasts {timestamp_label(session.duration_s)}; descriptions cover it up to "
         f"{timestamp_label(reached)} ({progress['progress_percentage']}% of the frames are processed)."
     )
+
+    def make_context(budget: int, tokens: TokenEstimate) -> Context:
+        return build_context(frames, summaries, body.question, budget, state.settings.summary_batch_size, tokens)
+
     try:
-        answer = await state.chat.answer(body.question, context, coverage)
+        answer, context = await state.chat.answer(body.question, coverage, make_context)
+    except ContextTooSmall as exc:
+        raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
     except Exception as exc:
         log.warning("chat failed: %s", type(exc).__name__)
         raise UpstreamFailed("the chat model could not answer; try again") from None
@@ -129,7 +132,9 @@ async def image(request: Request, state: ServiceState) -> dict[str, Any]:
     target = folder / uuid.uuid4().hex
     try:
         received = await receive_upload(request, target, 50 * 1024 * 1024)
-        return await describe_image_file(target, received.filename, state.describer, state.chat)
+        return await describe_image_file(
+            target, received.filename, state.describer, state.chat, state.settings.max_image_pixels
+        )
     finally:
         target.unlink(missing_ok=True)
 

@@ -64,9 +64,17 @@ def create_app(settings: VideoSettings) -> FastAPI:
             timeout=settings.request_timeout_s,
         )
         describer = Describer(client, settings.vision_model, max_tokens=settings.description_max_tokens)
-        chat = ChatModel(client, settings.chat_model, max_tokens=settings.answer_max_tokens)
+        chat = ChatModel(
+            client,
+            settings.chat_model,
+            max_tokens=settings.answer_max_tokens,
+            context_tokens=settings.chat_context_tokens,
+            budget_tokens=settings.context_token_budget,
+        )
         job_settings = JobSettings(
             max_concurrency=settings.max_concurrency,
+            max_jobs=settings.max_jobs,
+            max_video_pixels=settings.max_video_pixels,
             frames_per_request=settings.frames_per_request,
             summary_batch_size=settings.summary_batch_size,
             max_video_bytes=settings.max_upload_bytes,

@@ -39,7 +39,7 @@ async def _analyze(args: argparse.Namespace) -> int:
     total = expected_frames(info, options)
     client = _client(args)
     describer = Describer(client, args.vision_model)
-    chat = ChatModel(client, args.chat_model)
+    chat = ChatModel(client, args.chat_model, budget_tokens=6000)
     results: dict[int, FrameRecord] = {}
     report = SamplingReport()
     columns = (TextColumn("describing frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -78,8 +78,11 @@ async def _analyze(args: argparse.Namespace) -> int:
                     start // batch, part[0].timestamp_s, part[-1].timestamp_s, len(part), await chat.summarise(part)
                 )
             )
-        context = build_context(frames, summaries, args.question, 6000, batch)
-        answer = await chat.answer(args.question, context, f"The video lasts {timestamp_label(info.duration_s)}.")
+        answer, _ = await chat.answer(
+            args.question,
+            f"The video lasts {timestamp_label(info.duration_s)}.",
+            lambda budget, tokens: build_context(frames, summaries, args.question, budget, batch, tokens),
+        )
         print(f"\nQ: {args.question}\nA: {answer}")
         report_data.update(question=args.question, answer=answer, summaries=[s.__dict__ for s in summaries])
     if args.output:
@@ -90,15 +93,19 @@ async def _analyze(args: argparse.Namespace) -> int:
 
 
 async def _describe(args: argparse.Namespace) -> int:
-    from common.errors import InvalidRequest
+    from common.errors import ApiError
     from video.image import describe_image_file
 
     client = _client(args)
     try:
         result = await describe_image_file(
-            Path(args.image), args.image, Describer(client, args.vision_model), ChatModel(client, args.chat_model)
+            Path(args.image),
+            args.image,
+            Describer(client, args.vision_model),
+            ChatModel(client, args.chat_model),
+            VideoSettings().max_image_pixels,
         )
-    except InvalidRequest as exc:
+    except ApiError as exc:
         print(f"error: {args.image}: {exc.message}", file=sys.stderr)
         return 1
     finally:

@@ -75,14 +75,15 @@ async def fan_out(
     max_concurrency: int = 16,
     frames_per_request: int = 1,
     latency: Callable[[float], None] | None = None,
+    slots: asyncio.Semaphore | None = None,
 ) -> None:
     """Describe every frame, ``max_concurrency`` requests at a time, reporting each result at once.
 
     A slot is taken before a frame is read, so no more than ``max_concurrency`` requests'
-    frames are ever in memory. Sampling (CPU-bound OpenCV) runs in a worker thread while
-    requests are in flight.
+    frames are ever in memory. Jobs that share ``slots`` share that bound instead. Sampling
+    (CPU-bound OpenCV) runs in a worker thread while requests are in flight.
     """
-    slots = asyncio.Semaphore(max_concurrency)
+    slots = slots if slots is not None else asyncio.Semaphore(max_concurrency)
     running: set[asyncio.Task[None]] = set()
 
     async def work(batch: list[SampledFrame]) -> None:
@@ -102,7 +103,11 @@ async def fan_out(
     try:
         while True:
             await slots.acquire()
-            batch = await asyncio.to_thread(_next_batch, frames, frames_per_request)
+            try:
+                batch = await asyncio.to_thread(_next_batch, frames, frames_per_request)
+            except BaseException:
+                slots.release()
+                raise
             if not batch:
                 slots.release()
                 break
@@ -114,6 +119,8 @@ async def fan_out(
     finally:
         for task in running:
             task.cancel()
+        # Wait for the cancelled requests, so their slots are free when this returns.
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 def _describe_error(exc: openai.APIError) -> str:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
+import threading
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import openai
 
 from video.chat import ChatModel
+from video.context_window import ContextTooSmall
 from video.fanout import Describer, fan_out
 from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
@@ -46,11 +51,13 @@ class EventHub:
 
 @dataclass
 class JobSettings:
-    max_concurrency: int = 16
+    max_concurrency: int = 16  # frames in flight across every running job
+    max_jobs: int = 2  # jobs running at once; the others wait as 'queued', oldest first
     frames_per_request: int = 1
     summary_batch_size: int = 20
     max_video_bytes: int | None = None
     max_duration_s: float | None = None
+    max_video_pixels: int | None = None
 
 
 def sampling_options(session: Session) -> SamplingOptions:
@@ -59,7 +66,8 @@ def sampling_options(session: Session) -> SamplingOptions:
 
 
 class JobRunner:
-    """One task per running session; state lives in the store, so a restart resumes."""
+    """Runs at most ``max_jobs`` sessions at once, the rest wait in order; state lives in the
+    store, so a restart resumes running jobs first, then the queue."""
 
     def __init__(
         self,
@@ -71,7 +79,10 @@ class JobRunner:
         metrics: VideoMetrics | None = None,
     ) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.metrics = metrics or VideoMetrics(self.running)
+        self._waiting: deque[str] = deque()
+        self._closing = False
+        self._frame_slots = asyncio.Semaphore(settings.max_concurrency)
+        self.metrics = metrics or VideoMetrics(self.running, self.queued)
         self.store = store
         self.describer = describer
         self.chat = chat
@@ -79,29 +90,54 @@ class JobRunner:
         self.settings = settings
 
     def start(self, session_id: str) -> None:
-        if session_id in self._tasks:
+        """Run the session's job now if a slot is free, else queue it behind the others."""
+        if session_id in self._tasks or session_id in self._waiting:
             return
-        task = asyncio.create_task(self._run(session_id))
-        self._tasks[session_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(session_id, None))
+        self._waiting.append(session_id)
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._tasks) < self.settings.max_jobs and not self._closing:
+            session_id = self._waiting.popleft()
+            task = asyncio.create_task(self._run(session_id), name=f"video-job-{session_id}")
+            self._tasks[session_id] = task
+            task.add_done_callback(functools.partial(self._finished, session_id))
+        for position, session_id in enumerate(self._waiting, start=1):
+            self.events.publish(session_id, {"event": "queued", **self.progress(session_id), "position": position})
+
+    def _finished(self, session_id: str, _: asyncio.Task[None]) -> None:
+        self._tasks.pop(session_id, None)
+        self._admit()
 
     def resume_all(self) -> int:
-        """Restart every job that was queued or running when the service stopped."""
-        sessions = self.store.sessions_with_status("queued", "processing")
+        """Restart the jobs that were running when the service stopped, then the queued ones, oldest first."""
+        sessions = self.store.sessions_with_status("processing") + self.store.sessions_with_status("queued")
         for session in sessions:
-            log.info("resuming job", extra={"session_id": session.id})
+            log.info("resuming job", extra={"session_id": session.id, "status": session.status})
             self.start(session.id)
         return len(sessions)
 
     async def cancel(self, session_id: str) -> None:
+        """Stop the session's job (running or queued) and wait until nothing of it runs."""
+        if session_id in self._waiting:
+            self._waiting.remove(session_id)
         task = self._tasks.pop(session_id, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def shutdown(self) -> None:
+        """Stop every job; queued and running ones stay in the store and resume at the next start."""
+        self._closing = True
+        self._waiting.clear()
         for session_id in list(self._tasks):
             await self.cancel(session_id)
+
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def queued(self) -> int:
+        return len(self._waiting)
 
     def progress(self, session_id: str) -> dict[str, Any]:
         session = self.store.get_session(session_id)
@@ -110,7 +146,7 @@ class JobRunner:
         described, failed = self.store.counts(session_id)
         done = described + failed
         total = max(session.total_frames, 1)
-        return {
+        progress: dict[str, Any] = {
             "session_id": session_id,
             "status": session.status,
             "processed_frames": described,
@@ -119,9 +155,13 @@ class JobRunner:
             "progress_percentage": round(min(100.0, 100.0 * done / total), 1)
             if session.status != "completed"
             else 100.0,
+            "prompt": session.prompt,
             "warnings": session.warnings,
             "error": session.error,
         }
+        if session_id in self._waiting:
+            progress["queue_position"] = self._waiting.index(session_id) + 1
+        return progress
 
     def _publish(self, session_id: str, kind: str, **extra: Any) -> None:
         self.events.publish(session_id, {"event": kind, **self.progress(session_id), **extra})
@@ -140,9 +180,6 @@ class JobRunner:
             log.exception("job failed", extra={"session_id": session_id})
             self._fail(session_id, "the analysis failed unexpectedly; see the service log")
 
-    def running(self) -> int:
-        return len(self._tasks)
-
     def _fail(self, session_id: str, message: str) -> None:
         self.metrics.jobs.labels("failed").inc()
         self.store.update_session(session_id, status="failed", error=message)
@@ -150,42 +187,54 @@ class JobRunner:
 
     async def _process(self, session: Session) -> None:
         path = Path(session.video_path)
-        info = await asyncio.to_thread(probe, path, self.settings.max_video_bytes, self.settings.max_duration_s)
+        info = await asyncio.to_thread(
+            probe, path, self.settings.max_video_bytes, self.settings.max_duration_s, self.settings.max_video_pixels
+        )
         self.store.update_session(session.id, status="processing")
         self._publish(session.id, "started")
         done = self.store.described_indices(session.id)
         report = SamplingReport()
         summarised = {s.batch_index for s in self.store.summaries(session.id)}
-        summaries: set[asyncio.Task[None]] = set()
         produced = 0
+        describer = replace(self.describer, prompt=session.prompt) if session.prompt else self.describer
+        stop = threading.Event()
+        frames = sample(path, info, sampling_options(session), report, skip=done.__contains__, stop=stop)
+        try:
+            # The job owns its summaries: cancelling the job (DELETE, shutdown) cancels them too.
+            async with asyncio.TaskGroup() as summaries:
 
-        async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
-            nonlocal produced
-            self.metrics.frames.labels("described" if description is not None else "failed").inc(len(batch))
-            for frame in batch:
-                self.store.save_frame(
-                    session.id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None
+                async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+                    nonlocal produced
+                    outcome = "described" if description is not None else "failed"
+                    self.metrics.frames.labels(outcome).inc(len(batch))
+                    for frame in batch:
+                        self.store.save_frame(
+                            session.id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None
+                        )
+                        produced = max(produced, frame.index + 1)
+                    self._publish(
+                        session.id,
+                        "frame",
+                        frames=[{"index": f.index, "timestamp_s": f.timestamp_s} for f in batch],
+                        description=description,
+                        frame_error=error,
+                    )
+                    for batch_index in {f.index // self.settings.summary_batch_size for f in batch}:
+                        if batch_index not in summarised and self._batch_complete(session.id, batch_index):
+                            summarised.add(batch_index)
+                            summaries.create_task(self._summarise(session.id, batch_index))
+
+                await fan_out(
+                    frames,
+                    describer,
+                    on_result,
+                    frames_per_request=self._frames_per_request(session),
+                    latency=self.metrics.frame_latency.observe,
+                    slots=self._frame_slots,
                 )
-                produced = max(produced, frame.index + 1)
-            self._publish(
-                session.id,
-                "frame",
-                frames=[{"index": f.index, "timestamp_s": f.timestamp_s} for f in batch],
-                description=description,
-                frame_error=error,
-            )
-            for batch_index in {f.index // self.settings.summary_batch_size for f in batch}:
-                if batch_index not in summarised and self._batch_complete(session.id, batch_index):
-                    summarised.add(batch_index)
-                    summaries.add(asyncio.create_task(self._summarise(session.id, batch_index)))
-
-        frames = sample(path, info, sampling_options(session), report, skip=done.__contains__)
-        await fan_out(
-            frames, self.describer, on_result, self.settings.max_concurrency, self._frames_per_request(session)
-        )
+        finally:
+            await asyncio.to_thread(_close_sampler, frames, stop)
         produced = max([produced, *(i + 1 for i in done)], default=0)
-        if summaries:
-            await asyncio.gather(*summaries)
         last_batch = (produced - 1) // self.settings.summary_batch_size if produced else -1
         for batch_index in range(last_batch + 1):
             if batch_index not in summarised:
@@ -220,9 +269,19 @@ class JobRunner:
             return
         try:
             text = await self.chat.summarise(described)
-        except openai.APIError as exc:
+        except (openai.APIError, ContextTooSmall) as exc:
             log.warning("summary failed", extra={"session_id": session_id, "batch": batch_index, "error": str(exc)})
             return
         summary = Summary(batch_index, described[0].timestamp_s, described[-1].timestamp_s, len(described), text)
         self.store.save_summary(session_id, summary)
         self._publish(session_id, "summary", batch_index=batch_index)
+
+
+def _close_sampler(frames: Iterator[SampledFrame], stop: threading.Event) -> None:
+    """Stop the decoders; close the generator unless a reader thread is still inside it (it then
+    returns by itself at its next frame, having seen ``stop``)."""
+    stop.set()
+    close = getattr(frames, "close", None)
+    if close is not None:
+        with contextlib.suppress(ValueError):
+            close()

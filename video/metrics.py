@@ -10,16 +10,18 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 
-class _Running(Collector):
-    def __init__(self, running: Callable[[], int]) -> None:
+class _Jobs(Collector):
+    def __init__(self, running: Callable[[], int], queued: Callable[[], int]) -> None:
         self._running = running
+        self._queued = queued
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily("video_jobs_in_progress", "Analysis jobs running now", value=self._running())
+        yield GaugeMetricFamily("video_jobs_queued", "Analysis jobs waiting for a free job slot", value=self._queued())
 
 
 class VideoMetrics:
-    def __init__(self, running: Callable[[], int]) -> None:
+    def __init__(self, running: Callable[[], int], queued: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = Counter("video_jobs", "Finished analysis jobs by outcome", ["status"], registry=self.registry)
         self.frames = Counter(
@@ -31,7 +33,7 @@ class VideoMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self.registry.register(_Running(running))
+        self.registry.register(_Jobs(running, queued))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:

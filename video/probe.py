@@ -32,7 +32,9 @@ def _fourcc(value: float) -> str:
     return text.strip("\x00 ") if text.isprintable() else f"0x{code:08x}"
 
 
-def probe(path: Path, max_bytes: int | None = None, max_duration_s: float | None = None) -> VideoInfo:
+def probe(
+    path: Path, max_bytes: int | None = None, max_duration_s: float | None = None, max_pixels: int | None = None
+) -> VideoInfo:
     """Open ``path`` and decode its first frame; raise VideoRejected with the reason."""
     try:
         size = path.stat().st_size
@@ -51,12 +53,17 @@ def probe(path: Path, max_bytes: int | None = None, max_duration_s: float | None
         fps = capture.get(cv2.CAP_PROP_FPS)
         count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
         codec = _fourcc(capture.get(cv2.CAP_PROP_FOURCC))
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if max_pixels is not None and declared > max_pixels:
+            raise VideoRejected(_too_many_pixels(capture, max_pixels))
         if not capture.grab():
             raise VideoRejected(f"no frame could be decoded (codec {codec or 'unknown'}): unsupported or damaged")
         ok, frame = capture.retrieve()
         if not ok or frame is None:
             raise VideoRejected(f"no frame could be decoded (codec {codec or 'unknown'}): unsupported or damaged")
         height, width = frame.shape[:2]
+        if max_pixels is not None and width * height > max_pixels:
+            raise VideoRejected(_too_many_pixels(capture, max_pixels))
     finally:
         capture.release()
     if fps <= 0 or fps > 1000:
@@ -66,3 +73,8 @@ def probe(path: Path, max_bytes: int | None = None, max_duration_s: float | None
     if max_duration_s is not None and duration > max_duration_s:
         raise VideoRejected(f"the video lasts {duration:.0f}s; the limit is {max_duration_s:.0f}s")
     return VideoInfo(duration, fps, count, width, height, codec)
+
+
+def _too_many_pixels(capture: cv2.VideoCapture, max_pixels: int) -> str:
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    return f"the video's frames are {width}x{height}; the limit is {max_pixels} pixels a frame"

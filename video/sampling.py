@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -170,6 +171,7 @@ def sample(
     options: SamplingOptions,
     report: SamplingReport | None = None,
     skip: Callable[[int], bool] | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield the sampled frames of ``path`` lazily, in order.
 
@@ -177,8 +179,11 @@ def sample(
     single-threaded decoder. Frames of the segment being read are yielded as they are
     encoded; later segments (at most ``workers - 1``) wait in memory as JPEGs.
     ``skip(index)`` True means the caller already has that frame (a resumed job).
+    Setting ``stop`` (from any thread) ends the pass: the generator returns at its next
+    frame and the decoders stop at theirs; closing the generator sets it too.
     """
     report = report if report is not None else SamplingReport()
+    stop = stop if stop is not None else threading.Event()
     workers = max(1, options.workers or min(4, os.cpu_count() or 1))
     segments = plan_segments(info, sample_times(info, options), workers)
     threads = 0 if len(segments) == 1 else 1
@@ -187,39 +192,57 @@ def sample(
         return _encode(image, options)
 
     def starter(segment: Segment) -> Callable[[Callable[[Decoded], None]], SegmentResult]:
-        return lambda emit: decode_segment(path, info, segment, encoder, threads, emit)
+        def checked(emit: Callable[[Decoded], None]) -> Callable[[Decoded], None]:
+            def emit_unless_stopped(frame: Decoded) -> None:
+                if stop.is_set():
+                    raise SamplingStopped
+                emit(frame)
+
+            return emit_unless_stopped
+
+        return lambda emit: decode_segment(path, info, segment, encoder, threads, checked(emit))
 
     gaps: list[tuple[float, float]] = []
     previous_scene: np.ndarray | None = None
     threshold = options.scene_threshold
     index = 0
-    with ThreadPoolExecutor(max_workers=min(workers, len(segments))) as pool:
-        upcoming = iter(segments)
-        running = deque(_Running(pool, starter(s)) for s in islice(upcoming, workers))
-        try:
-            while running:
-                current = running[0]
-                for frame in current:
-                    if frame.scene is not None and threshold is not None:
-                        if (
-                            previous_scene is not None
-                            and float(np.mean(cv2.absdiff(frame.scene, previous_scene))) < threshold
-                        ):
-                            continue
-                        previous_scene = frame.scene
-                    if skip is None or not skip(index):
-                        yield SampledFrame(
-                            index, frame.timestamp_s, frame.jpeg, frame.width, frame.height, frame.thumbnail
-                        )
-                    index += 1
-                result = running.popleft().future.result()
-                following = next(upcoming, None)
-                if following is not None:
-                    running.append(_Running(pool, starter(following)))
-                gaps += result.gaps
-                report.decoded_frames += result.decoded
-                report.reached_s = max(report.reached_s, result.reached_s)
-                report.gaps = _merge(gaps)
-        finally:
-            for waiting in running:
-                waiting.future.cancel()
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(segments)))
+    upcoming = iter(segments)
+    running = deque(_Running(pool, starter(s)) for s in islice(upcoming, workers))
+    finished = False
+    try:
+        while running:
+            current = running[0]
+            for frame in current:
+                if stop.is_set():
+                    return
+                if frame.scene is not None and threshold is not None:
+                    if (
+                        previous_scene is not None
+                        and float(np.mean(cv2.absdiff(frame.scene, previous_scene))) < threshold
+                    ):
+                        continue
+                    previous_scene = frame.scene
+                if skip is None or not skip(index):
+                    yield SampledFrame(index, frame.timestamp_s, frame.jpeg, frame.width, frame.height, frame.thumbnail)
+                index += 1
+            if stop.is_set():
+                return
+            result = running.popleft().future.result()
+            following = next(upcoming, None)
+            if following is not None:
+                running.append(_Running(pool, starter(following)))
+            gaps += result.gaps
+            report.decoded_frames += result.decoded
+            report.reached_s = max(report.reached_s, result.reached_s)
+            report.gaps = _merge(gaps)
+        finished = True
+    finally:
+        stop.set()
+        # A finished pass waits for its (idle) threads; a stopped one leaves its decoders to
+        # notice the stop at their next frame rather than blocking the caller until then.
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
+class SamplingStopped(Exception):
+    """Raised inside a decoder thread once its sampling pass was stopped."""

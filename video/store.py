@@ -152,7 +152,10 @@ class Store:
     def sessions_with_status(self, *statuses: str) -> list[Session]:
         marks = ",".join("?" * len(statuses))
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM sessions WHERE status IN ({marks})", statuses).fetchall()  # noqa: S608
+            rows = self._db.execute(
+                f"SELECT * FROM sessions WHERE status IN ({marks}) ORDER BY created_at, rowid",  # noqa: S608
+                statuses,
+            ).fetchall()
         return [_session(row) for row in rows]
 
     def update_session(self, session_id: str, **fields: Any) -> None:

@@ -57,6 +57,7 @@ async def test_upload_status_frames_summaries_chat(
         "processed_frames": 5,
         "failed_frames": 0,
         "total_frames": 5,
+        "prompt": None,
         "warnings": [],
         "error": None,
     }
