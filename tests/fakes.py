@@ -32,6 +32,8 @@ class Behaviour:
     omit_done: bool = False
     content: str = "Hello from the fake"
     echo_prompt: bool = False  # answer with the text of the last user message (which names the frame)
+    context_tokens: int | None = None  # refuse longer prompts as vLLM does (two characters a token)
+    report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
 
 
 @dataclass
@@ -120,8 +122,32 @@ class FakeUpstream:
         self.headers.append(dict(request.headers))
         return body
 
+    def _overflow(self, body: dict[str, Any]) -> web.Response | None:
+        """vLLM's answer to a prompt longer than the context, with its real token count."""
+        window = self.behaviour.context_tokens
+        if window is None:
+            return None
+        chars = 0
+        for message in body.get("messages", []):
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+            chars += sum(len(part.get("text", "")) for part in parts if part.get("type") == "text")
+        prompt_tokens = chars // 2 + 8
+        if prompt_tokens <= window:
+            return None
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your prompt contains "
+            f"{prompt_tokens} input tokens, which exceeds this limit even without any output tokens. "
+            "Please reduce the length of the input prompt."
+        )
+        error = {"error": {"message": message, "type": "BadRequestError", "param": "input_tokens", "code": 400}}
+        return web.json_response(error, status=400)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        overflow = self._overflow(body)
+        if overflow is not None:
+            return overflow
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -212,4 +238,7 @@ class FakeUpstream:
         failure = await self._misbehave()
         if failure is not None:
             return failure
-        return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
+        card: dict[str, Any] = {"id": self.name, "object": "model"}
+        if self.behaviour.report_context and self.behaviour.context_tokens:
+            card["max_model_len"] = self.behaviour.context_tokens
+        return web.json_response({"object": "list", "data": [card]})
