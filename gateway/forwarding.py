@@ -23,7 +23,7 @@ from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_er
 from gateway.metrics import Metrics
 from gateway.requests import replace_model
 from gateway.routing import Route, Router
-from gateway.streaming import EventRelay, model_replacements
+from gateway.streaming import EventRelay, EventTooLarge, model_replacements
 from gateway.upstream import TRANSPORT_ERRORS, AttemptFailed, UpstreamClient, status_failure, transport_failure
 
 log = logging.getLogger("gateway.forwarding")
@@ -217,6 +217,12 @@ class Forwarder:
             if not relay.done:
                 status, note = 502, "stream ended without [DONE]"
                 yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' ended the stream early"))
+        except EventTooLarge as exc:
+            status, note = 502, str(exc)
+            log.warning(
+                "stream cut", extra={"request_id": call.request_id, "deployment": deployment.id, "reason": note}
+            )
+            yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' sent a malformed stream: {exc}"))
         except TRANSPORT_ERRORS as exc:
             status, note = 502, "stream broke mid-way"
             self._note_failure(deployment)

@@ -12,6 +12,11 @@ from typing import Any
 import orjson
 
 _DONE_LINE = b"data: [DONE]"
+MAX_PENDING_BYTES = 8 * 1024 * 1024  # one unfinished event may not hold more than this
+
+
+class EventTooLarge(Exception):
+    """The deployment sent more than ``MAX_PENDING_BYTES`` without ending an event."""
 
 
 def model_replacements(upstream_model: str, requested_model: str) -> list[tuple[bytes, bytes]]:
@@ -25,26 +30,45 @@ def model_replacements(upstream_model: str, requested_model: str) -> list[tuple[
 class EventRelay:
     """Passes whole SSE events through, rewritten, and remembers usage and ``[DONE]``."""
 
-    def __init__(self, replacements: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, replacements: list[tuple[bytes, bytes]], max_pending: int = MAX_PENDING_BYTES) -> None:
         self._replacements = replacements
-        self._pending = b""
+        self._pending = bytearray()
+        self._max_pending = max_pending
         self.usage: dict[str, Any] | None = None
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
-        """Take bytes as they arrived; return the complete events among them."""
-        data = self._pending + chunk if self._pending else chunk
-        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-        end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        """Take bytes as they arrived; return the complete events among them.
+
+        Only the new bytes (and the three before them) are searched for an event's end, so a
+        long unfinished event costs linear time; past ``max_pending`` it raises EventTooLarge.
+        """
+        if not self._pending:
+            end = _last_event_end(chunk, 0)
+            if end == len(chunk):
+                return self._process(chunk)
+            self._pending += chunk[end:]
+            self._check_size()
+            return self._process(chunk[:end]) if end else b""
+        searched_from = max(0, len(self._pending) - 3)
+        self._pending += chunk
+        end = _last_event_end(self._pending, searched_from)
         if end == 0:
-            self._pending = data
+            self._check_size()
             return b""
-        ready, self._pending = data[:end], data[end:]
+        ready = bytes(self._pending[:end])
+        del self._pending[:end]
         return self._process(ready)
+
+    def _check_size(self) -> None:
+        if len(self._pending) > self._max_pending:
+            self._pending.clear()
+            raise EventTooLarge(f"an event grew past {self._max_pending} bytes without ending")
 
     def finish(self) -> bytes:
         """Whatever is left once the upstream closed the stream."""
-        rest, self._pending = self._pending, b""
+        rest = bytes(self._pending)
+        self._pending.clear()
         return self._process(rest) if rest else b""
 
     def _process(self, events: bytes) -> bytes:
@@ -65,3 +89,9 @@ class EventRelay:
                     continue
                 if isinstance(usage, dict):
                     self.usage = usage
+
+
+def _last_event_end(data: bytes | bytearray, start: int) -> int:
+    """The offset just past the last blank line (``\\n\\n`` or ``\\r\\n\\r\\n``) at or after ``start``; 0 if none."""
+    lf, crlf = data.rfind(b"\n\n", start), data.rfind(b"\r\n\r\n", start)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

@@ -34,6 +34,7 @@ class Behaviour:
     echo_prompt: bool = False  # answer with the text of the last user message (which names the frame)
     context_tokens: int | None = None  # refuse longer prompts as vLLM does (two characters a token)
     report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
+    unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
 
 
 @dataclass
@@ -188,6 +189,13 @@ class FakeUpstream:
         b = self.behaviour
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if b.unterminated_stream_bytes:
+            await response.write(b"data: {")
+            piece = b"x" * 65536
+            for _ in range(b.unterminated_stream_bytes // len(piece)):
+                await response.write(piece)
+            await response.write_eof()
+            return response
         words = [*f"{b.content} ({self.name})".split(" ")]
         for index, word in enumerate(words):
             if b.drop_stream_after is not None and index >= b.drop_stream_after:

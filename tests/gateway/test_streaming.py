@@ -83,3 +83,22 @@ def test_model_is_swapped_in_raw_bytes_only_when_unambiguous(raw: bytes, expecte
     assert swapped == expected
     if swapped is not None:
         assert orjson.loads(swapped) == {**orjson.loads(raw), "model": "Qwen/Qwen2.5-VL"}
+
+
+def test_an_unfinished_event_is_capped_and_costs_linear_time() -> None:
+    from gateway.streaming import EventTooLarge
+
+    relay = EventRelay([], max_pending=1000)
+    for _ in range(9):
+        assert relay.feed(b"x" * 100) == b""
+    with pytest.raises(EventTooLarge, match="without ending"):
+        relay.feed(b"x" * 200)
+
+
+@pytest.mark.parametrize("split", range(1, 8))
+def test_an_event_end_split_across_chunks_is_found(split: int) -> None:
+    data = b'data: {"a":1}\r\n\r\ndata: {"b":2}\n\n'
+    relay = EventRelay([])
+    head = relay.feed(b"data: {") + relay.feed(data[7 : 7 + split])
+    out = head + relay.feed(data[7 + split :]) + relay.finish()
+    assert out == data
