@@ -61,15 +61,27 @@ class BodyInspector:
         """Validate ``model``, the endpoint's main ``field`` and ``stream``, and look for images."""
         parser = self._parser if len(raw) <= _REUSE_PARSER_UP_TO else simdjson.Parser()
         try:
-            try:
-                body = parser.parse(raw)
-            except RuntimeError:
-                # A document of the shared parser is still referenced (an error being reported).
-                body = simdjson.Parser().parse(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            reason = str(exc).split(":", 1)[-1].split(".")[0].strip()
-            raise InvalidRequest(f"request body is not valid JSON: {reason}") from None
+            body = _parse(parser, raw)
+        except _ParserBusy:
+            # A document of the shared parser is still referenced (an error being reported).
+            body = _parse(simdjson.Parser(), raw)
         return _facts(body, field)
+
+
+class _ParserBusy(Exception):
+    """The shared parser cannot parse while one of its documents is still referenced."""
+
+
+def _parse(parser: simdjson.Parser, raw: bytes) -> object:
+    try:
+        return parser.parse(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).split(":", 1)[-1].split(".")[0].strip()
+        raise InvalidRequest(f"request body is not valid JSON: {reason}") from None
+    except RuntimeError as exc:
+        if "BIGINT" in str(exc):
+            raise InvalidRequest("request body has an integer beyond the 64-bit range") from None
+        raise _ParserBusy from None
 
 
 def _facts(body: object, field: str) -> RequestFacts:
