@@ -12,7 +12,9 @@ import yaml
 
 from launch.manifests import check_overlay, documented_secrets, exposition_names
 from tests.conftest import GatewayFactory, UpstreamFactory, deployment
-from video.metrics import VideoMetrics
+from tests.video.conftest import ServiceFactory, Videos, video_service, videos
+
+__all__ = ["video_service", "videos"]  # fixtures of the video tests, used here
 
 pytestmark = pytest.mark.service
 
@@ -26,8 +28,14 @@ def vllm_metrics() -> set[str]:
 
 
 @pytest.fixture
-async def known_metrics(upstream: UpstreamFactory, gateway: GatewayFactory, vllm_metrics: set[str]) -> set[str]:
-    """Names from a real gateway's /metrics after some traffic, the video service's, and vLLM's."""
+async def known_metrics(
+    upstream: UpstreamFactory,
+    gateway: GatewayFactory,
+    video_service: ServiceFactory,
+    videos: Videos,
+    vllm_metrics: set[str],
+) -> set[str]:
+    """Names from a real gateway's and a real video service's /metrics after some traffic, and vLLM's."""
     fake = await upstream("vllm")
     gw = await gateway(
         {
@@ -48,13 +56,17 @@ async def known_metrics(upstream: UpstreamFactory, gateway: GatewayFactory, vllm
     gateway_names = exposition_names((await gw.http.get("/metrics")).text)
     # Counters of rare events (retries, fallbacks...) appear once they happened; another test
     # checks that they are registered.
-    video = VideoMetrics(lambda: 0)
-    video.jobs.labels("completed").inc()
-    video.jobs.labels("failed").inc()
-    video.frames.labels("described").inc()
-    video.frame_latency.observe(0.1)
     rare = {"gateway_retries_total", "gateway_fallbacks_total", "gateway_cooldowns_total", "gateway_rate_limited_total"}
-    return gateway_names | rare | exposition_names(video.render().decode()) | vllm_metrics
+    service = await video_service(gateway_url=f"{gw.url}/v1")
+    with videos.short_mp4.open("rb") as handle:
+        upload = await service.http.post("/upload", files={"file": ("short.mp4", handle, "video/mp4")})
+    session_id = upload.json()["session_id"]
+    async with service.http.stream("GET", f"/sessions/{session_id}/events") as events:
+        async for line in events.aiter_lines():
+            if line.startswith("event: completed"):
+                break
+    video_names = exposition_names((await service.http.get("/metrics")).text)
+    return gateway_names | rare | video_names | vllm_metrics
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

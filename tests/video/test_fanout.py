@@ -42,9 +42,17 @@ async def test_clip_mode_sends_consecutive_frames_together(upstream: UpstreamFac
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
         await fan_out(_frames(7), Describer(client, "vision"), on_result, max_concurrency=2, frames_per_request=3)
     assert sorted(batches) == [[0, 1, 2], [3, 4, 5], [6]]
-    first = fake.bodies[0]["messages"][0]["content"]
-    assert sum(part["type"] == "image_url" for part in first) in (1, 3)
-    assert "Timestamps:" in fake.bodies[0]["messages"][0]["content"][0]["text"] or len(batches[0]) == 1
+    sent = {
+        body["messages"][0]["content"][0]["text"].rsplit("\n", 1)[-1]: sum(
+            part["type"] == "image_url" for part in body["messages"][0]["content"]
+        )
+        for body in fake.bodies
+    }
+    assert sent == {
+        "Timestamps: 00:00.0, 00:01.0, 00:02.0.": 3,
+        "Timestamps: 00:03.0, 00:04.0, 00:05.0.": 3,
+        "Timestamp: 00:06.0.": 1,
+    }
 
 
 async def test_a_failing_frame_is_reported_not_raised(upstream: UpstreamFactory) -> None:
