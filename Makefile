@@ -1,4 +1,5 @@
-# One entry point for people and CI: `make up` runs the stack, `make test` runs every check.
+# One entry point for people and CI: `make up` runs the stack, `make test` runs every check
+# (`make check` is the fast subset for the edit-test loop).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),launch/requ
 # Wheels that pip finds through PIP_FIND_LINKS (torch's CPU build on some machines) are offered to uv too.
 FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 
-.PHONY: install vllm-env browser up test lint typecheck unit bench clean
+.PHONY: install vllm-env browser up test check lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,10 @@ typecheck: install
 
 test: lint typecheck vllm-env browser
 	$(BIN)/pytest
+
+# The edit-test loop: lint, types, unit and service tests; no vLLM, no browser, no wheel build.
+check: lint typecheck
+	$(BIN)/pytest -m "unit or service"
 
 unit: install
 	$(BIN)/pytest -m unit
