@@ -7,8 +7,10 @@ slowly, or drop a stream midway. It records every request body it received.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,48 @@ class Behaviour:
     context_tokens: int | None = None  # refuse longer prompts as vLLM does (two characters a token)
     report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
+
+
+# Words the fake embedding model treats as meaning the same (what dense retrieval adds to BM25).
+SYNONYMS = {"bike": "bicycle", "bikes": "bicycle", "bicycles": "bicycle", "cat": "feline", "kitten": "feline"}
+EMBEDDING_DIMENSIONS = 64
+# Like a real embedding model, the fake gives function words no weight.
+FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "at",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "is",
+        "it",
+        "of",
+        "on",
+        "onto",
+        "or",
+        "the",
+        "there",
+        "to",
+        "when",
+        "where",
+        "with",
+    ]
+)
+
+
+def embedding_of(text: str) -> list[float]:
+    """A deterministic bag-of-words vector: texts sharing (synonymous) words point the same way."""
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        if word in FUNCTION_WORDS:
+            continue
+        word = SYNONYMS.get(word, word)
+        vector[zlib.crc32(word.encode()) % EMBEDDING_DIMENSIONS] += 1.0
+    return vector
 
 
 @dataclass
@@ -238,7 +282,9 @@ class FakeUpstream:
         if failure is not None:
             return failure
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding_of(str(text))} for i, text in enumerate(inputs)
+        ]
         payload = {"object": "list", "model": body["model"], "data": data, "usage": {"prompt_tokens": 3}}
         return web.json_response(payload)
 

@@ -21,6 +21,7 @@ from video.probe import VideoRejected, probe
 from video.sampling import SamplingOptions, expected_frames
 from video.state import ChatRequest, ServiceState, session_or_404
 from video.store import Session
+from video.time_ranges import time_range
 from video.upload import receive_upload, safe_name
 
 log = logging.getLogger("video")
@@ -102,8 +103,22 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         f"{timestamp_label(reached)} ({progress['progress_percentage']}% of the frames are processed)."
     )
 
+    ranked = await state.retriever.rank(session.id, body.question)
+    window = time_range(body.question, session.duration_s)
+    overviews = state.store.overviews(session.id)
+
     def make_context(budget: int, tokens: TokenEstimate) -> Context:
-        return build_context(frames, summaries, body.question, budget, state.settings.summary_batch_size, tokens)
+        return build_context(
+            frames,
+            summaries,
+            body.question,
+            budget,
+            state.settings.summary_batch_size,
+            tokens,
+            ranked=ranked,
+            window=window,
+            overviews=overviews,
+        )
 
     try:
         answer, context = await state.chat.answer(body.question, coverage, make_context)
@@ -118,6 +133,12 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         "answer": answer,
         "context_batches_used": context.batches_used,
         "total_frames_in_context": context.frames_used,
+        "summary_level": context.summary_level,
+        "time_range_s": list(window) if window else None,
+        "retrieved": [
+            {"index": f.index, "timestamp_s": f.timestamp_s, "timestamp": timestamp_label(f.timestamp_s)}
+            for f in state.store.frames_at(session.id, list(context.moments))
+        ],
         "progress_percentage": progress["progress_percentage"],
         "status": progress["status"],
         "covered_until_s": reached,
@@ -157,3 +178,24 @@ async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[by
                 return
     finally:
         state.runner.events.unsubscribe(session_id, queue)
+
+
+async def search(state: ServiceState, owner: str | None, query: str, limit: int) -> dict[str, Any]:
+    """The moments across the caller's sessions that best match ``query``."""
+    sessions = [s.id for s in state.store.list_sessions(owner)]
+    moments = await state.retriever.search(owner, sessions, query, limit)
+    return {
+        "query": query,
+        "results": [
+            {
+                "session_id": m.session_id,
+                "filename": m.filename,
+                "index": m.index,
+                "timestamp_s": m.timestamp_s,
+                "timestamp": timestamp_label(m.timestamp_s),
+                "description": m.description,
+                "thumbnail_url": f"/sessions/{m.session_id}/frames/{m.index}.jpg",
+            }
+            for m in moments
+        ],
+    }

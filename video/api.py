@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from openai import AsyncOpenAI
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
@@ -20,6 +20,7 @@ from video import actions
 from video.chat import ChatModel
 from video.fanout import Describer, timestamp_label
 from video.jobs import EventHub, JobRunner, JobSettings
+from video.retrieval import Embedder, Retriever
 from video.settings import VideoSettings
 from video.state import ChatRequest, ServiceState, session_or_404
 from video.store import Store
@@ -80,11 +81,14 @@ def create_app(settings: VideoSettings) -> FastAPI:
             max_video_bytes=settings.max_upload_bytes,
             max_duration_s=settings.max_duration_s,
         )
-        runner = JobRunner(store, describer, chat, EventHub(), job_settings)
+        embedder = Embedder(client, settings.embedding_model) if settings.embedding_model else None
+        runner = JobRunner(store, describer, chat, EventHub(), job_settings, embedder=embedder)
         keys = settings.all_client_keys()
         if not keys:
             log.warning("no client keys configured: the video service is open to anyone who can reach it")
-        state = ServiceState(settings, store, runner, describer, chat, [digest(k) for k in keys])
+        state = ServiceState(
+            settings, store, runner, describer, chat, [digest(k) for k in keys], Retriever(store, embedder)
+        )
         resumed = runner.resume_all()
         if resumed:
             log.info("resumed %d job(s)", resumed)
@@ -181,6 +185,14 @@ def create_app(settings: VideoSettings) -> FastAPI:
                 for s in state.store.summaries(session_id)
             ],
         }
+
+    @app.get("/search", tags=["video"])
+    async def search(
+        state: StateDep, owner: OwnerDep, q: Annotated[str, Query(min_length=1, max_length=500)], limit: int = 20
+    ) -> dict[str, Any]:
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("'limit' must be between 1 and 100", param="limit")
+        return await actions.search(state, owner, q, limit)
 
     @app.post("/chat", tags=["video"])
     async def chat(body: ChatRequest, state: StateDep, owner: OwnerDep) -> dict[str, Any]:

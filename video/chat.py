@@ -9,9 +9,9 @@ reports an overflow, the prompt is rebuilt smaller and sent again.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import openai
 from openai import AsyncOpenAI
@@ -31,8 +31,12 @@ ANSWER_PROMPT = (
     "Cite the timestamps you rely on in square brackets, like [01:15.0]. If the descriptions do not contain "
     "the answer, say so."
 )
+OVERVIEW_PROMPT = (
+    "Summarise these consecutive parts of a video, from their timestamped summaries, into one summary. "
+    "Keep the time ranges of the key moments. Be concise."
+)
 INSIGHTS_PROMPT = "Given this description of an image, list the key insights: what matters, what is notable."
-_WORD = re.compile(r"[a-z0-9]{3,}")
+T = TypeVar("T")
 _ATTEMPTS = 3
 
 __all__ = ["ChatModel", "Context", "ContextTooSmall", "build_context", "frame_line", "summary_line"]
@@ -46,11 +50,16 @@ def summary_line(summary: Summary) -> str:
     return f"[{timestamp_label(summary.start_s)}-{timestamp_label(summary.end_s)}] {summary.summary}"
 
 
+OVERVIEW_SHARE = 0.4  # of the budget, at most, for summaries when not every description fits
+
+
 @dataclass(frozen=True)
 class Context:
     text: str
     batches_used: int
     frames_used: int
+    moments: tuple[int, ...] = ()  # the frames it holds
+    summary_level: int | None = None  # 0: batch summaries; n: summaries of level n-1 ones
 
 
 def spread(items: list[str], fits: Callable[[list[str]], bool]) -> list[str]:
@@ -60,12 +69,34 @@ def spread(items: list[str], fits: Callable[[list[str]], bool]) -> list[str]:
     low, high = 0, len(items)
     while low < high:
         middle = (low + high + 1) // 2
-        chosen = [items[round(i * (len(items) - 1) / max(1, middle - 1))] for i in range(middle)]
-        if fits(chosen):
+        if fits(_evenly(items, middle)):
             low = middle
         else:
             high = middle - 1
-    return [items[round(i * (len(items) - 1) / max(1, low - 1))] for i in range(low)] if low else []
+    return _evenly(items, low)
+
+
+def _evenly(items: list[T], count: int) -> list[T]:
+    if count <= 0:
+        return []
+    if count == 1:
+        return [items[len(items) // 2]]
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
+def overview(
+    levels: dict[int, list[Summary]], budget_tokens: int, tokens: TokenEstimate
+) -> tuple[list[str], int | None]:
+    """The finest level of summaries that fits ``budget_tokens`` whole; the coarsest one spread if none does."""
+    for level in sorted(levels):
+        lines = [summary_line(s) for s in levels[level]]
+        if lines and tokens.count("\n".join(lines)) <= budget_tokens:
+            return lines, level
+    if not levels:
+        return [], None
+    top = max(levels)
+    lines = spread([summary_line(s) for s in levels[top]], lambda c: tokens.count("\n".join(c)) <= budget_tokens)
+    return lines, top if lines else None
 
 
 def build_context(
@@ -75,37 +106,70 @@ def build_context(
     budget_tokens: int,
     batch_size: int,
     tokens: TokenEstimate | None = None,
+    *,
+    ranked: list[int] | None = None,
+    window: tuple[float, float] | None = None,
+    overviews: list[Summary] | None = None,
 ) -> Context:
-    """Every description when they fit; else the summaries (as many as fit) and the descriptions
-    nearest the question."""
+    """Every description when they fit. Otherwise: an overview (the finest level of summaries
+    that fits a share of the budget), then the descriptions of the time the question names,
+    then those ``ranked`` best for it (BM25 and embeddings), as many as fit, in time order."""
     tokens = tokens or TokenEstimate()
     described = [f for f in frames if f.description]
     lines = [frame_line(f) for f in described]
     if tokens.count("\n".join(lines)) <= budget_tokens:
         batches = len({f.index // batch_size for f in described})
-        return Context("Frame descriptions:\n" + "\n".join(lines), batches, len(described))
-    kept = spread([summary_line(s) for s in summaries], lambda c: tokens.count("\n".join(c)) <= budget_tokens)
-    summary_text = "\n".join(kept)
-    remaining = budget_tokens - tokens.count(summary_text)
-    words = set(_WORD.findall(question.lower()))
-    scored = sorted(
-        described,
-        key=lambda f: (-len(words & set(_WORD.findall((f.description or "").lower()))), f.index),
-    )
-    chosen: list[FrameRecord] = []
-    for frame in scored:
-        cost = tokens.count(frame_line(frame)) + 1
-        if cost > remaining:
-            continue
-        chosen.append(frame)
-        remaining -= cost
-    chosen.sort(key=lambda f: f.index)
+        indices = tuple(f.index for f in described)
+        return Context("Frame descriptions:\n" + "\n".join(lines), batches, len(described), indices)
+    levels: dict[int, list[Summary]] = {0: summaries} if summaries else {}
+    for node in overviews or []:
+        levels.setdefault(node.level, []).append(node)
+    summary_lines, level = overview(levels, int(budget_tokens * OVERVIEW_SHARE), tokens)
+    remaining = budget_tokens - (tokens.count("\n".join(summary_lines)) if summary_lines else 0)
+    chosen = _pick_frames(described, remaining, tokens, ranked, window)
     parts = []
-    if kept:
-        parts.append("Summaries of the video, part by part:\n" + summary_text)
+    if summary_lines:
+        parts.append("Summaries of the video, part by part:\n" + "\n".join(summary_lines))
     if chosen:
         parts.append("Frame descriptions most related to the question:\n" + "\n".join(frame_line(f) for f in chosen))
-    return Context("\n\n".join(parts), len(kept), len(chosen))
+    return Context("\n\n".join(parts), len(summary_lines), len(chosen), tuple(f.index for f in chosen), level)
+
+
+def _pick_frames(
+    described: list[FrameRecord],
+    budget: int,
+    tokens: TokenEstimate,
+    ranked: list[int] | None,
+    window: tuple[float, float] | None,
+) -> list[FrameRecord]:
+    by_index = {f.index: f for f in described}
+    candidates: list[FrameRecord] = []
+    if window is not None:
+        inside = [f for f in described if window[0] <= f.timestamp_s <= window[1]]
+        share = budget if not ranked else budget * 2 // 3
+        candidates += _evenly_fitting(inside, share, tokens)
+    if ranked is not None:
+        candidates += [by_index[i] for i in ranked if i in by_index]
+    else:
+        candidates += _evenly(described, len(described))
+    chosen: dict[int, FrameRecord] = {}
+    for frame in candidates:
+        if frame.index in chosen:
+            continue
+        cost = tokens.count(frame_line(frame)) + 1
+        if cost > budget:
+            continue
+        chosen[frame.index] = frame
+        budget -= cost
+    return sorted(chosen.values(), key=lambda f: f.index)
+
+
+def _evenly_fitting(frames: list[FrameRecord], budget: int, tokens: TokenEstimate) -> list[FrameRecord]:
+    costs = [tokens.count(frame_line(f)) + 1 for f in frames]
+    if sum(costs) <= budget:
+        return frames
+    average = max(1, sum(costs) // max(1, len(costs)))
+    return _evenly(frames, budget // average)
 
 
 @dataclass
@@ -168,8 +232,13 @@ class ChatModel:
         raise ContextTooSmall(f"the prompt still overflows the chat model's context after {_ATTEMPTS} tries")
 
     async def summarise(self, frames: list[FrameRecord]) -> str:
-        lines = [frame_line(f) for f in frames if f.description]
+        return await self._summarise_lines(SUMMARY_PROMPT, [frame_line(f) for f in frames if f.description])
 
+    async def summarise_summaries(self, parts: list[Summary]) -> str:
+        """One summary of consecutive parts' summaries (a node of the overview tree)."""
+        return await self._summarise_lines(OVERVIEW_PROMPT, [summary_line(s) for s in parts])
+
+    async def _summarise_lines(self, prompt: str, lines: list[str]) -> str:
         def build(budget: int | None) -> str:
             if budget is None:
                 return "\n".join(lines)
@@ -178,7 +247,7 @@ class ChatModel:
                 raise ContextTooSmall("not even one frame description fits the chat model's context")
             return "\n".join(kept)
 
-        return await self._complete(SUMMARY_PROMPT, build)
+        return await self._complete(prompt, build)
 
     async def answer(
         self, question: str, coverage: str, make_context: Callable[[int, TokenEstimate], Context]

@@ -15,9 +15,11 @@ from openai import AsyncOpenAI
 from video.chat import ChatModel, build_context
 from video.fanout import Describer, fan_out, timestamp_label
 from video.probe import VideoRejected, probe
+from video.retrieval import fts_query
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, expected_frames, sample
 from video.settings import VideoSettings
-from video.store import FrameRecord, Summary
+from video.store import FrameRecord, Session, Store, Summary
+from video.time_ranges import time_range
 
 
 def _client(args: argparse.Namespace) -> AsyncOpenAI:
@@ -78,10 +80,14 @@ async def _analyze(args: argparse.Namespace) -> int:
                     start // batch, part[0].timestamp_s, part[-1].timestamp_s, len(part), await chat.summarise(part)
                 )
             )
+        ranked = _rank(frames, args.question, info.duration_s)
+        window = time_range(args.question, info.duration_s)
         answer, _ = await chat.answer(
             args.question,
             f"The video lasts {timestamp_label(info.duration_s)}.",
-            lambda budget, tokens: build_context(frames, summaries, args.question, budget, batch, tokens),
+            lambda budget, tokens: build_context(
+                frames, summaries, args.question, budget, batch, tokens, ranked=ranked, window=window
+            ),
         )
         print(f"\nQ: {args.question}\nA: {answer}")
         report_data.update(question=args.question, answer=answer, summaries=[s.__dict__ for s in summaries])
@@ -90,6 +96,19 @@ async def _analyze(args: argparse.Namespace) -> int:
         console.print(f"report written to {args.output}")
     await client.close()
     return 0 if len(failed) < len(frames) else 1
+
+
+def _rank(frames: list[FrameRecord], question: str, duration_s: float) -> list[int]:
+    """The frames best matching the question (BM25), from an in-memory index of this run's descriptions."""
+    store = Store(Path(":memory:"))
+    try:
+        store.create_session(Session("run", None, "", "", "completed", {}, None, duration_s, len(frames)))
+        for frame in frames:
+            store.save_frame("run", frame.index, frame.timestamp_s, frame.description, frame.error)
+        query = fts_query(question)
+        return store.rank_frames("run", query, 400) if query else []
+    finally:
+        store.close()
 
 
 async def _describe(args: argparse.Namespace) -> int:

@@ -20,10 +20,13 @@ from video.context_window import ContextTooSmall
 from video.fanout import Describer, fan_out
 from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
+from video.retrieval import Embedder
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, sample
 from video.store import FrameRecord, Session, Store, Summary
 
 log = logging.getLogger("video.jobs")
+FAN_IN = 8  # summaries per summary one level up
+EMBED_BATCH = 32  # descriptions embedded together
 
 
 class EventHub:
@@ -77,8 +80,11 @@ class JobRunner:
         events: EventHub,
         settings: JobSettings,
         metrics: VideoMetrics | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._roll_up_locks: dict[str, asyncio.Lock] = {}
+        self.embedder = embedder
         self._waiting: deque[str] = deque()
         self._closing = False
         self._frame_slots = asyncio.Semaphore(settings.max_concurrency)
@@ -196,6 +202,8 @@ class JobRunner:
         report = SamplingReport()
         summarised = {s.batch_index for s in self.store.summaries(session.id)}
         produced = 0
+        unembedded = 0
+        embedding: asyncio.Task[None] | None = None
         describer = replace(self.describer, prompt=session.prompt) if session.prompt else self.describer
         stop = threading.Event()
         frames = sample(path, info, sampling_options(session), report, skip=done.__contains__, stop=stop)
@@ -204,7 +212,7 @@ class JobRunner:
             async with asyncio.TaskGroup() as summaries:
 
                 async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
-                    nonlocal produced
+                    nonlocal produced, unembedded, embedding
                     outcome = "described" if description is not None else "failed"
                     self.metrics.frames.labels(outcome).inc(len(batch))
                     for frame in batch:
@@ -223,6 +231,11 @@ class JobRunner:
                         if batch_index not in summarised and self._batch_complete(session.id, batch_index):
                             summarised.add(batch_index)
                             summaries.create_task(self._summarise(session.id, batch_index))
+                    if self.embedder is not None and description is not None:
+                        unembedded += len(batch)
+                        if unembedded >= EMBED_BATCH and (embedding is None or embedding.done()):
+                            unembedded = 0
+                            embedding = summaries.create_task(self._embed_missing(session.id))
 
                 await fan_out(
                     frames,
@@ -238,7 +251,10 @@ class JobRunner:
         last_batch = (produced - 1) // self.settings.summary_batch_size if produced else -1
         for batch_index in range(last_batch + 1):
             if batch_index not in summarised:
-                await self._summarise(session.id, batch_index)
+                await self._summarise(session.id, batch_index, roll_up=False)
+        await self._roll_up(session.id, final=True)
+        await self._embed_missing(session.id)
+        self._roll_up_locks.pop(session.id, None)
         described, failed = self.store.counts(session.id)
         warnings = list(report.warnings)
         if failed:
@@ -262,7 +278,7 @@ class JobRunner:
     def _batch_complete(self, session_id: str, batch_index: int) -> bool:
         return len(self._batch_frames(session_id, batch_index)) == self.settings.summary_batch_size
 
-    async def _summarise(self, session_id: str, batch_index: int) -> None:
+    async def _summarise(self, session_id: str, batch_index: int, roll_up: bool = True) -> None:
         frames = self._batch_frames(session_id, batch_index)
         described = [f for f in frames if f.description]
         if not described:
@@ -275,6 +291,63 @@ class JobRunner:
         summary = Summary(batch_index, described[0].timestamp_s, described[-1].timestamp_s, len(described), text)
         self.store.save_summary(session_id, summary)
         self._publish(session_id, "summary", batch_index=batch_index)
+        if roll_up:
+            await self._roll_up(session_id, final=False)
+
+    async def _roll_up(self, session_id: str, final: bool) -> None:
+        """Summarise every full group of ``FAN_IN`` summaries into one a level up, so the overview of
+        any length of video fits any budget; ``final`` also summarises partial groups. A level of at
+        most ``FAN_IN`` summaries is the top."""
+        lock = self._roll_up_locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            level = 0
+            while True:
+                nodes = self.store.summaries(session_id) if level == 0 else self._level(session_id, level)
+                if len(nodes) <= FAN_IN:
+                    return  # a level this small is its own overview
+                done = {n.batch_index for n in self._level(session_id, level + 1)}
+                groups: dict[int, list[Summary]] = defaultdict(list)
+                for node in nodes:
+                    groups[node.batch_index // FAN_IN].append(node)
+                for parent, children in sorted(groups.items()):
+                    if parent in done or (len(children) < FAN_IN and not final):
+                        continue
+                    if not await self._summarise_group(session_id, level + 1, parent, children):
+                        return
+                if len(groups) <= 1:
+                    return
+                level += 1
+
+    def _level(self, session_id: str, level: int) -> list[Summary]:
+        return [s for s in self.store.overviews(session_id) if s.level == level]
+
+    async def _summarise_group(self, session_id: str, level: int, index: int, children: list[Summary]) -> bool:
+        try:
+            text = await self.chat.summarise_summaries(children)
+        except (openai.APIError, ContextTooSmall) as exc:
+            log.warning("overview failed", extra={"session_id": session_id, "level": level, "error": str(exc)})
+            return False
+        frames = sum(c.frame_count for c in children)
+        self.store.save_summary(
+            session_id, Summary(index, children[0].start_s, children[-1].end_s, frames, text, level)
+        )
+        return True
+
+    async def _embed_missing(self, session_id: str) -> None:
+        """Embed the session's described frames that have no vector yet (also after a resume)."""
+        if self.embedder is None:
+            return
+        while frames := self.store.frames_without_embedding(session_id, self.embedder.model, EMBED_BATCH * 2):
+            try:
+                vectors = await self.embedder.embed([f.description or "" for f in frames])
+            except openai.APIError as exc:
+                log.warning(
+                    "embedding failed; search uses words only", extra={"session_id": session_id, "error": str(exc)}
+                )
+                return
+            self.store.save_embeddings(
+                session_id, self.embedder.model, {f.index: v.tobytes() for f, v in zip(frames, vectors, strict=True)}
+            )
 
 
 def _close_sampler(frames: Iterator[SampledFrame], stop: threading.Event) -> None:

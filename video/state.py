@@ -10,6 +10,7 @@ from common.errors import NotFound
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobRunner
+from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.store import Session, Store
 
@@ -27,6 +28,7 @@ class ServiceState:
     describer: Describer
     chat: ChatModel
     key_digests: list[bytes]
+    retriever: Retriever
 
 
 def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:

@@ -47,6 +47,53 @@ CREATE TABLE IF NOT EXISTS summaries (
     summary TEXT NOT NULL,
     PRIMARY KEY (session_id, batch_index)
 );
+-- Summaries of summaries: level 1 summarises level-0 batch summaries, level 2 level-1 ones, ...
+CREATE TABLE IF NOT EXISTS overviews (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    level INTEGER NOT NULL,
+    node_index INTEGER NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    frame_count INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (session_id, level, node_index)
+);
+CREATE TABLE IF NOT EXISTS frame_embeddings (
+    session_id TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (session_id, frame_index),
+    FOREIGN KEY (session_id, frame_index) REFERENCES frames(session_id, frame_index) ON DELETE CASCADE
+);
+-- Full-text indexes (BM25) over descriptions and summaries, kept in step by triggers.
+CREATE VIRTUAL TABLE IF NOT EXISTS frames_fts USING fts5(
+    description, content='frames', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS frames_fts_insert AFTER INSERT ON frames WHEN new.description IS NOT NULL BEGIN
+    INSERT INTO frames_fts(rowid, description) VALUES (new.rowid, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS frames_fts_delete AFTER DELETE ON frames WHEN old.description IS NOT NULL BEGIN
+    INSERT INTO frames_fts(frames_fts, rowid, description) VALUES ('delete', old.rowid, old.description);
+END;
+CREATE TRIGGER IF NOT EXISTS frames_fts_update AFTER UPDATE OF description ON frames BEGIN
+    INSERT INTO frames_fts(frames_fts, rowid, description)
+        SELECT 'delete', old.rowid, old.description WHERE old.description IS NOT NULL;
+    INSERT INTO frames_fts(rowid, description) SELECT new.rowid, new.description WHERE new.description IS NOT NULL;
+END;
+CREATE VIRTUAL TABLE IF NOT EXISTS summaries_fts USING fts5(
+    summary, content='summaries', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS summaries_fts_insert AFTER INSERT ON summaries BEGIN
+    INSERT INTO summaries_fts(rowid, summary) VALUES (new.rowid, new.summary);
+END;
+CREATE TRIGGER IF NOT EXISTS summaries_fts_delete AFTER DELETE ON summaries BEGIN
+    INSERT INTO summaries_fts(summaries_fts, rowid, summary) VALUES ('delete', old.rowid, old.summary);
+END;
+CREATE TRIGGER IF NOT EXISTS summaries_fts_update AFTER UPDATE OF summary ON summaries BEGIN
+    INSERT INTO summaries_fts(summaries_fts, rowid, summary) VALUES ('delete', old.rowid, old.summary);
+    INSERT INTO summaries_fts(rowid, summary) VALUES (new.rowid, new.summary);
+END;
 """
 
 STATUSES = ("queued", "processing", "completed", "failed")
@@ -84,6 +131,18 @@ class Summary:
     end_s: float
     frame_count: int
     summary: str
+    level: int = 0  # 0: a batch of frames; n: a group of level n-1 summaries
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A frame found by a search, with the session it belongs to."""
+
+    session_id: str
+    filename: str
+    index: int
+    timestamp_s: float
+    description: str
 
 
 class Store:
@@ -99,6 +158,14 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._index_existing_rows()
+
+    def _index_existing_rows(self) -> None:
+        """Fill the full-text indexes of a database written before they existed."""
+        for table in ("frames", "summaries"):
+            indexed = self._db.execute(f"SELECT COUNT(*) FROM {table}_fts").fetchone()[0]  # noqa: S608
+            if not indexed and self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
+                self._db.execute(f"INSERT INTO {table}_fts({table}_fts) VALUES ('rebuild')")  # noqa: S608
 
     def close(self) -> None:
         with self._lock:
@@ -227,11 +294,93 @@ class Store:
         return bytes(row[0]) if row and row[0] is not None else None
 
     def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Store a batch summary (level 0) or an overview (level 1 and up); a retry replaces it."""
+        values = (summary.start_s, summary.end_s, summary.frame_count, summary.summary)
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?)",
-                (session_id, summary.batch_index, summary.start_s, summary.end_s, summary.frame_count, summary.summary),
+            if summary.level == 0:
+                db.execute(
+                    "INSERT INTO summaries VALUES (?,?,?,?,?,?) ON CONFLICT(session_id, batch_index) DO UPDATE SET "
+                    "start_s=excluded.start_s, end_s=excluded.end_s, frame_count=excluded.frame_count, "
+                    "summary=excluded.summary",
+                    (session_id, summary.batch_index, *values),
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO overviews VALUES (?,?,?,?,?,?,?)",
+                    (session_id, summary.level, summary.batch_index, *values),
+                )
+
+    def overviews(self, session_id: str) -> list[Summary]:
+        """Summaries of summaries, by level then position."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT node_index, start_s, end_s, frame_count, summary, level FROM overviews WHERE session_id = ? "
+                "ORDER BY level, node_index",
+                (session_id,),
+            ).fetchall()
+        return [Summary(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def rank_frames(self, session_id: str, query: str, limit: int) -> list[int]:
+        """Frame indices of the session best matching a full-text ``query`` (BM25), best first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.frame_index FROM frames_fts JOIN frames f ON f.rowid = frames_fts.rowid "
+                "WHERE frames_fts MATCH ? AND f.session_id = ? ORDER BY bm25(frames_fts) LIMIT ?",
+                (query, session_id, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def rank_summaries(self, session_id: str, query: str, limit: int) -> list[int]:
+        """Batch indices of the session's summaries best matching ``query`` (BM25), best first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.batch_index FROM summaries_fts JOIN summaries s ON s.rowid = summaries_fts.rowid "
+                "WHERE summaries_fts MATCH ? AND s.session_id = ? ORDER BY bm25(summaries_fts) LIMIT ?",
+                (query, session_id, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def search(self, owner: str | None, query: str, limit: int) -> list[Moment]:
+        """The frames of ``owner``'s sessions best matching ``query`` (BM25), best first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.session_id, s.filename, f.frame_index, f.timestamp_s, f.description FROM frames_fts "
+                "JOIN frames f ON f.rowid = frames_fts.rowid JOIN sessions s ON s.id = f.session_id "
+                "WHERE frames_fts MATCH ? AND s.owner IS ? ORDER BY bm25(frames_fts) LIMIT ?",
+                (query, owner, limit),
+            ).fetchall()
+        return [Moment(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def save_embeddings(self, session_id: str, model: str, vectors: dict[int, bytes]) -> None:
+        """Store frame embeddings (float32 bytes); a frame deleted meanwhile is skipped."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO frame_embeddings SELECT ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM frames WHERE session_id = ? AND frame_index = ?)",
+                [(session_id, index, model, vector, session_id, index) for index, vector in vectors.items()],
             )
+
+    def embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, int, bytes]]:
+        """(session, frame index, float32 vector bytes) of the sessions' embedded frames."""
+        marks = ",".join("?" * len(session_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT session_id, frame_index, vector FROM frame_embeddings WHERE model = ? "  # noqa: S608
+                f"AND session_id IN ({marks})",
+                (model, *session_ids),
+            ).fetchall()
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.frame_index, f.timestamp_s, f.description, f.error FROM frames f "
+                "LEFT JOIN frame_embeddings e ON e.session_id = f.session_id AND e.frame_index = f.frame_index "
+                "AND e.model = ? WHERE f.session_id = ? AND f.description IS NOT NULL AND e.vector IS NULL "
+                "ORDER BY f.frame_index LIMIT ?",
+                (model, session_id, limit),
+            ).fetchall()
+        return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
     def summaries(self, session_id: str) -> list[Summary]:
         with self._lock:
@@ -241,6 +390,19 @@ class Store:
                 (session_id,),
             ).fetchall()
         return [Summary(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def frames_at(self, session_id: str, indices: list[int]) -> list[FrameRecord]:
+        """The frames with these indices, in index order."""
+        if not indices:
+            return []
+        marks = ",".join("?" * len(indices))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "  # noqa: S608
+                f"AND frame_index IN ({marks}) ORDER BY frame_index",
+                (session_id, *indices),
+            ).fetchall()
+        return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def _session(row: sqlite3.Row) -> Session:
