@@ -127,8 +127,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             row = asyncio.run(measure(hours, Path(directory)))
         print(
-            f"| {row['footage']} | {row['old']:.1f} | {row['new']:.1f} | {row['old_frames']:.0f} / {row['new_frames']:.0f} "
-            f"| {row['level']} | {row['overview_nodes']} | {row['ms']:.0f} |"
+            f"| {row['footage']} | {row['old']:.1f} | {row['new']:.1f} "
+            f"| {row['old_frames']:.0f} / {row['new_frames']:.0f} | {row['level']} | {row['overview_nodes']} "
+            f"| {row['ms']:.0f} |"
         )
 
 

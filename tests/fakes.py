@@ -43,31 +43,7 @@ class Behaviour:
 SYNONYMS = {"bike": "bicycle", "bikes": "bicycle", "bicycles": "bicycle", "cat": "feline", "kitten": "feline"}
 EMBEDDING_DIMENSIONS = 64
 # Like a real embedding model, the fake gives function words no weight.
-FUNCTION_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "at",
-        "by",
-        "for",
-        "from",
-        "in",
-        "into",
-        "is",
-        "it",
-        "of",
-        "on",
-        "onto",
-        "or",
-        "the",
-        "there",
-        "to",
-        "when",
-        "where",
-        "with",
-    ]
-)
+FUNCTION_WORDS = frozenset("a an and at by for from in into is it of on onto or the there to when where with".split())  # noqa: SIM905
 
 
 def embedding_of(text: str) -> list[float]:
