@@ -117,6 +117,14 @@ def test_upload_progress_timeline_chat_and_delete(page: Page, service_url: str, 
     citation.click()
     expect(page.locator("#frame-2")).to_have_class(re.compile("highlight"))
 
+    page.get_by_label("Search the descriptions of every video").fill("timestamp 00:03")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator("#search-results .result").first
+    expect(first).to_contain_text("h264.mp4 · 00:03.0", timeout=10_000)
+    expect(first.locator("img")).to_have_attribute("src", re.compile(r"^blob:"))
+    first.click()
+    expect(page.locator("#frame-3")).to_have_class(re.compile("highlight"))
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.screenshot(path=str(ARTIFACTS / "video-page.png"), full_page=True)

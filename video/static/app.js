@@ -306,6 +306,43 @@ async function ask(event) {
   }
 }
 
+// ---- search across videos -----------------------------------------------------------------
+async function search(event) {
+  event.preventDefault();
+  const query = $("search").value.trim();
+  if (!query) return;
+  $("search-status").textContent = "searching…";
+  $("search-results").replaceChildren();
+  let results;
+  try {
+    ({ results } = await api(`/search?q=${encodeURIComponent(query)}&limit=20`));
+  } catch (error) {
+    $("search-status").textContent = error.message;
+    return;
+  }
+  $("search-status").textContent = results.length ? `${results.length} moment(s) found` : "Nothing found.";
+  $("search-results").replaceChildren(...results.map((r) => {
+    const item = document.createElement("li");
+    const button = Object.assign(document.createElement("button"), { type: "button", className: "result" });
+    button.setAttribute("aria-label", `Open ${r.filename} at ${r.timestamp}`);
+    const image = Object.assign(document.createElement("img"), { className: "thumb", alt: "" });
+    image.dataset.src = r.thumbnail_url;
+    const meta = Object.assign(document.createElement("span"), { className: "meta" });
+    const where = Object.assign(document.createElement("strong"), { textContent: `${r.filename} · ${r.timestamp}` });
+    meta.append(where, Object.assign(document.createElement("span"), { textContent: r.description }));
+    button.append(image, meta);
+    button.addEventListener("click", () => openMoment(r.session_id, r.timestamp_s));
+    item.append(button);
+    observe(image);
+    return item;
+  }));
+}
+
+async function openMoment(sessionId, seconds) {
+  if (state.session !== sessionId) await openSession(sessionId);
+  jumpTo(seconds);
+}
+
 // ---- past sessions ------------------------------------------------------------------------
 async function loadSessions() {
   let sessions;
@@ -349,6 +386,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupKey();
   setupUpload();
   $("chat-form").addEventListener("submit", ask);
+  $("search-form").addEventListener("submit", search);
   loadSessions();
   const match = location.hash.match(/session=([0-9a-f-]+)/);
   if (match) openSession(match[1]).catch(() => history.replaceState(null, "", "#"));
