@@ -60,6 +60,7 @@ unit: install
 bench: install
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.video
+	$(BIN)/python -m bench.retrieval
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .launch
