@@ -184,6 +184,18 @@ def create_app(settings: VideoSettings) -> FastAPI:
                 }
                 for s in state.store.summaries(session_id)
             ],
+            "overview": [
+                {
+                    "level": s.level,
+                    "index": s.batch_index,
+                    "start_s": s.start_s,
+                    "end_s": s.end_s,
+                    "time_range": f"{timestamp_label(s.start_s)}-{timestamp_label(s.end_s)}",
+                    "frame_count": s.frame_count,
+                    "summary": s.summary,
+                }
+                for s in state.store.overviews(session_id)
+            ],
         }
 
     @app.get("/search", tags=["video"])
