@@ -117,8 +117,14 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
                 max_model_len=group.context_tokens(),
             )
             for name, group in state.router.groups.items()
-            if principal.models is None or name in principal.models
+            if principal.may_use(name)
         ]
+        # Concrete names a key was given under a wildcard group are models it may use too.
+        for name in sorted(principal.models or ()):
+            route = state.router.resolve(name)
+            if name not in state.router.groups and route is not None:
+                owner = route.group.deployments[0].provider
+                cards.append(ModelCard(id=name, created=state.started_at, owned_by=owner))
         return ModelList(data=cards)
 
     @app.get("/health", tags=["operations"])
@@ -195,7 +201,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
     if route is None:
         raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
     request.state.model_group = route.group.name
-    principal.check_model(route.group.name)
+    principal.check_model(route.group.name, model)
     principal.check_rate()
     accounting = Accounting(state.metrics, request_id, route.group.name, stream)
     request.state.accounting = accounting

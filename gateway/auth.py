@@ -18,10 +18,15 @@ class Principal:
     models: frozenset[str] | None
     bucket: TokenBucket | None
 
-    def check_model(self, group: str) -> None:
-        """Raise 403 unless this key may use ``group``."""
-        if self.models is not None and group not in self.models:
-            raise PermissionDenied(f"this API key may not use model '{group}'", param="model")
+    def may_use(self, group: str, requested: str | None = None) -> bool:
+        """Whether this key may use ``group``: listed by its name, or (under a wildcard group) by the
+        concrete model name the client asked for."""
+        return self.models is None or group in self.models or (requested is not None and requested in self.models)
+
+    def check_model(self, group: str, requested: str | None = None) -> None:
+        """Raise 403 unless this key may use ``group`` for ``requested``."""
+        if not self.may_use(group, requested):
+            raise PermissionDenied(f"this API key may not use model '{requested or group}'", param="model")
 
     def check_rate(self) -> None:
         """Raise 429 with Retry-After once the key's requests-per-minute are spent."""

@@ -158,3 +158,33 @@ async def test_unknown_route_and_method_use_the_envelope(upstream: UpstreamFacto
     wrong_method = await gw.http.get("/v1/chat/completions")
     assert wrong_method.status_code == 405
     _envelope_ok(wrong_method.json())
+
+
+@pytest.mark.parametrize(
+    ("allowed", "listed"),
+    [
+        (["nebius/Qwen/Qwen3-32B"], ["nebius/Qwen/Qwen3-32B"]),  # a concrete name under the wildcard
+        (["nebius/*"], ["nebius/*"]),  # the wildcard group itself
+    ],
+)
+async def test_keys_restricted_to_wildcard_models_work(
+    upstream: UpstreamFactory, gateway: GatewayFactory, allowed: list[str], listed: list[str]
+) -> None:
+    fake = await upstream("cloud")
+    key = "sk-wildcard-0123456789"
+    config = {
+        "model_list": [deployment("vision", fake), deployment("nebius/*", fake, model="nebius/*")],
+        "gateway_settings": {"api_keys": [{"key": key, "models": allowed}]},
+    }
+    gw = await gateway(config)
+    client = gw.openai(api_key=key)
+    answer = await client.chat.completions.create(model="nebius/Qwen/Qwen3-32B", messages=HI)
+    assert answer.model == "nebius/Qwen/Qwen3-32B"
+    assert fake.bodies[-1]["model"] == "Qwen/Qwen3-32B"
+    models = [m.id async for m in client.models.list()]
+    assert models == listed
+    with pytest.raises(openai.PermissionDeniedError):
+        await client.chat.completions.create(model="vision", messages=HI)
+    if allowed == ["nebius/Qwen/Qwen3-32B"]:
+        with pytest.raises(openai.PermissionDeniedError):
+            await client.chat.completions.create(model="nebius/deepseek-ai/DeepSeek-V3", messages=HI)
