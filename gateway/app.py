@@ -83,7 +83,9 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
             keys=keys,
             metrics=metrics,
             forwarder=Forwarder(router, client, metrics, settings),
-            readiness=Readiness(router, client, settings.ready_probe_timeout, settings.ready_cache_seconds),
+            readiness=Readiness(
+                router, client, settings.ready_probe_timeout, settings.ready_cache_seconds, settings.ready_requires
+            ),
             inspector=BodyInspector(),
             started_at=int(time.time()),
         )
@@ -135,6 +137,10 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
     async def ready(state: StateDep) -> JSONResponse:
         is_ready, detail = await state.readiness.check()
         return JSONResponse(detail, status_code=200 if is_ready else 503)
+
+    @app.get("/health/groups", tags=["operations"])
+    async def group_health(state: StateDep) -> dict[str, Any]:
+        return await state.readiness.groups()
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus_metrics(state: StateDep) -> Response:

@@ -98,6 +98,7 @@ class GatewaySettings(_Strict):
     ready_probe_timeout: float = Field(default=2.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     retry_backoff: float = Field(default=0.05, ge=0)
+    ready_requires: list[str] | None = None  # groups /ready needs; default: the all-local (hosted_vllm/) groups
 
 
 class ProxyConfig(_Lenient):
@@ -214,6 +215,9 @@ def _check_semantics(config: ProxyConfig, source: str) -> None:
     for name in config.router_settings.default_fallbacks:
         if name not in groups:
             raise ConfigError(f"{source}: router_settings.default_fallbacks names '{name}', which is not a model_name")
+    for name in config.gateway_settings.ready_requires or []:
+        if name not in groups:
+            raise ConfigError(f"{source}: gateway_settings.ready_requires names '{name}', which is not a model_name")
     for index, api_key in enumerate(config.gateway_settings.api_keys):
         for name in api_key.models or []:
             if name not in groups and not any(_wildcard_matches(g, name) for g in groups):

@@ -33,11 +33,17 @@ class Deployment:
     in_flight: int = 0
     cooldown_until: float = 0.0
     latency_s: float | None = None
+    last_error: str | None = None  # the kind of the last failure, for /health/groups
+    probe_failure: str | None = None  # why the last health probe failed; None when it answered
     _fails: deque[float] = field(default_factory=deque)
 
     def is_cooling(self, now: float) -> bool:
         """Whether the deployment is out of rotation after too many failures."""
         return now < self.cooldown_until
+
+    def is_healthy(self, now: float) -> bool:
+        """In rotation, and its last health probe (if any) got an answer."""
+        return not self.is_cooling(now) and self.probe_failure is None
 
     def has_capacity(self) -> bool:
         """Whether another request fits under ``max_parallel_requests``."""

@@ -115,14 +115,15 @@ class Forwarder:
                 last = failure
                 if not failure.retryable:
                     raise failure.error from None
-                self._note_failure(deployment)
+                self._note_failure(deployment, failure.error)
                 if attempt + 1 < attempts:
                     self._metrics.retries.labels(group.name).inc()
                     await self._backoff(call, attempt, failure.error.retry_after)
         assert last is not None
         raise last.error
 
-    def _note_failure(self, deployment: Deployment) -> None:
+    def _note_failure(self, deployment: Deployment, error: GatewayError) -> None:
+        deployment.last_error = error.code or type(error).__name__
         if self._router.record_failure(deployment):
             self._metrics.cooldowns.labels(deployment.group, deployment.id).inc()
             log.warning(
@@ -225,8 +226,8 @@ class Forwarder:
             yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' sent a malformed stream: {exc}"))
         except TRANSPORT_ERRORS as exc:
             status, note = 502, "stream broke mid-way"
-            self._note_failure(deployment)
             error: GatewayError = transport_failure(deployment, exc).error
+            self._note_failure(deployment, error)
             if isinstance(error, UpstreamTimeout):
                 status = 504
             yield sse_error_event(error)

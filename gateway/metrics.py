@@ -31,7 +31,7 @@ class _DeploymentCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         healthy = GaugeMetricFamily(
             "gateway_deployment_healthy",
-            "1 when the deployment is in rotation, 0 while it cools down after failures",
+            "1 when the deployment is in rotation and answers health probes, 0 otherwise",
             labels=["model_group", "deployment"],
         )
         busy = GaugeMetricFamily(
@@ -42,7 +42,7 @@ class _DeploymentCollector(Collector):
         now = self._now()
         for deployment in self._deployments():
             labels = [deployment.group, deployment.id]
-            healthy.add_metric(labels, 0.0 if deployment.is_cooling(now) else 1.0)
+            healthy.add_metric(labels, 1.0 if deployment.is_healthy(now) else 0.0)
             busy.add_metric(labels, float(deployment.in_flight))
         yield healthy
         yield busy

@@ -73,3 +73,82 @@ async def test_metrics_count_requests_tokens_and_latency(upstream: UpstreamFacto
     assert 'gateway_overhead_seconds_count{model_group="vision"} 2.0' in text
     assert 'gateway_in_flight_requests{model_group="vision"} 0.0' in text
     assert "process_resident_memory_bytes" in text
+
+
+async def test_a_cloud_outage_shows_in_group_health_not_in_readiness(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    import asyncio
+    import time
+
+    from tests.fakes import free_socket
+    from tests.metrics_samples import sample
+
+    local = await upstream("vllm")
+    closed = free_socket()
+    closed_url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    closed.close()  # nothing listens there any more
+    silent = free_socket()  # accepts connections and never answers
+
+    async def never_answer() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            connection, _ = await loop.sock_accept(silent)
+            held.append(connection)
+
+    held: list = []
+    acceptor = asyncio.create_task(never_answer())
+    silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+    cloud = {"api_key": "sk-cloud-0123456789"}
+    config = {
+        "model_list": [
+            deployment("vision", local),
+            {"model_name": "chat", "litellm_params": {"model": "nebius/m", "api_base": closed_url, **cloud}},
+            {"model_name": "reasoning", "litellm_params": {"model": "openai/m", "api_base": silent_url, **cloud}},
+        ],
+        "gateway_settings": {"ready_probe_timeout": 1.0, "ready_cache_seconds": 0},
+    }
+    try:
+        gw = await gateway(config)
+        started = time.monotonic()
+        ready = await gw.http.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert time.monotonic() - started < 1.0, "readiness does not wait for cloud providers"
+        assert set(ready.json()["model_groups"]) == {"vision"}
+
+        groups = (await gw.http.get("/health/groups")).json()["model_groups"]
+        assert groups["vision"]["ready"] is True
+        assert groups["vision"]["required_for_ready"] is True
+        assert groups["chat"]["required_for_ready"] is False
+        assert groups["chat"]["deployments"] == {"chat/0": "connection refused or unreachable"}
+        assert groups["reasoning"]["deployments"] == {"reasoning/0": "timed out"}
+        assert groups["chat"]["healthy"] == 0
+
+        failed = await gw.http.post("/v1/chat/completions", json={"model": "chat", "messages": HI})
+        assert failed.status_code == 502
+        groups = (await gw.http.get("/health/groups")).json()["model_groups"]
+        assert groups["chat"]["last_errors"] == {"chat/0": "bad_gateway"}
+
+        metrics = (await gw.http.get("/metrics")).text
+        assert sample(metrics, "gateway_deployment_healthy", model_group="chat") == 0.0
+        assert sample(metrics, "gateway_deployment_healthy", model_group="vision") == 1.0
+        assert (await gw.http.get("/ready")).status_code == 200
+    finally:
+        acceptor.cancel()
+        for connection in held:
+            connection.close()
+        silent.close()
+
+
+async def test_ready_requires_names_the_groups_readiness_needs(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    down = await upstream("down")
+    await down.stop()
+    cloud = {"model": "nebius/m", "api_base": down.url, "api_key": "sk-cloud-0123456789"}
+    config = {
+        "model_list": [{"model_name": "chat", "litellm_params": cloud}],
+        "gateway_settings": {"ready_requires": ["chat"], "ready_cache_seconds": 0},
+    }
+    gw = await gateway(config)
+    assert (await gw.http.get("/ready")).status_code == 503
