@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -15,9 +16,11 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.env import read_env
+from common.log import configure_logging
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
-from gateway.config import ProxyConfig
+from gateway.config import ProxyConfig, load_config, per_worker
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
@@ -32,6 +35,7 @@ from gateway.protocol import (
 )
 from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
+from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
@@ -67,6 +71,22 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
     return schema
 
 
+async def _refresh_shared_metrics(metrics: Metrics, every_s: float = 1.0) -> None:
+    """Keep this worker's deployment gauges current for scrapes served by another worker."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(every_s)
+
+
+def app_from_environment() -> FastAPI:
+    """One worker of ``gateway serve --workers N``: settings from ``GATEWAY_*``, limits divided among workers."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    env = read_env(settings.env_file)
+    loaded = load_config(settings.config, env)
+    return create_app(per_worker(loaded.config, settings.workers), env)
+
+
 def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> FastAPI:
     """Build the gateway for ``config``; provider keys missing from it are read from ``env``."""
     router = Router(config, os.environ if env is None else env)
@@ -91,9 +111,12 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
+        refresher = asyncio.create_task(_refresh_shared_metrics(metrics)) if metrics.multiprocess_dir else None
         try:
             yield {"gateway": state}
         finally:
+            if refresher is not None:
+                refresher.cancel()
             await client.close()
 
     app = FastAPI(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from common.env import read_env
 from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
@@ -54,6 +58,18 @@ def _load(path: Path, env: Mapping[str, str]) -> LoadedConfig:
     return loaded
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of processes, or 'auto'") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError("between 1 and 256 processes")
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway`` console script."""
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible gateway")
@@ -63,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 4000)")
     serve.add_argument("--env-file", type=Path, help="dotenv file with secrets (default .env)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="processes serving the one port: a number, or 'auto' for the cores this process may use "
+        "(default 1). With Redis configured (router_settings.redis_*), limits hold exactly across them; "
+        "without it each worker enforces rpm and max_parallel_requests divided by the number of workers",
+    )
     check = commands.add_parser("check-config", help="validate a config and print the routing table")
     check.add_argument("config", type=Path)
     check.add_argument("--env-file", type=Path, default=Path(".env"))
@@ -86,7 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
     from common.log import configure_logging
     from gateway.app import create_app
 
-    overrides = {k: v for k, v in {"config": args.config, "host": args.host, "port": args.port}.items() if v}
+    given = {"config": args.config, "host": args.host, "port": args.port, "workers": args.workers}
+    overrides = {k: v for k, v in given.items() if v}
     if args.env_file:
         overrides["env_file"] = args.env_file
     settings = Settings(**overrides)
@@ -103,15 +127,31 @@ def _serve(args: argparse.Namespace) -> int:
 
     for warning in loaded.warnings:
         logging.getLogger("gateway").warning("config: %s", warning)
-    app = create_app(loaded.config, env)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(loaded.config, env), **options)
+    else:
+        # Each worker process builds its app from the same settings (passed through the environment)
+        # and writes its metrics where every worker's scrape can sum them.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ.update(
+            {
+                "GATEWAY_CONFIG": str(settings.config.resolve()),
+                "GATEWAY_ENV_FILE": str(settings.env_file.resolve()),
+                "GATEWAY_WORKERS": str(settings.workers),
+                "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            }
+        )
+        try:
+            uvicorn.run("gateway.app:app_from_environment", factory=True, workers=settings.workers, **options)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -7,6 +7,7 @@ does not act on are accepted and reported as warnings. Our own keys live in the
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -263,3 +264,33 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
             if getattr(entry.litellm_params, key) is not None:
                 warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
     return warnings
+
+
+def per_worker(config: ProxyConfig, workers: int) -> ProxyConfig:
+    """The config one of ``workers`` processes enforces when limits are not shared: every rpm and
+    ``max_parallel_requests`` divided by the number of workers (rounded up, at least 1)."""
+    if workers <= 1:
+        return config
+
+    def share(value: int | None) -> int | None:
+        return None if value is None else max(1, math.ceil(value / workers))
+
+    entries = [
+        entry.model_copy(
+            update={
+                "litellm_params": entry.litellm_params.model_copy(
+                    update={
+                        "rpm": share(entry.litellm_params.rpm),
+                        "max_parallel_requests": share(entry.litellm_params.max_parallel_requests),
+                    }
+                )
+            }
+        )
+        for entry in config.model_list
+    ]
+    router = config.router_settings.model_copy(
+        update={"default_max_parallel_requests": share(config.router_settings.default_max_parallel_requests)}
+    )
+    keys = [key.model_copy(update={"rpm": share(key.rpm)}) for key in config.gateway_settings.api_keys]
+    gateway = config.gateway_settings.model_copy(update={"api_keys": keys})
+    return config.model_copy(update={"model_list": entries, "router_settings": router, "gateway_settings": gateway})

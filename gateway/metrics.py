@@ -2,14 +2,20 @@
 
 Labels stay bounded: model groups and deployments come from the config (an unknown
 requested model is counted as ``unknown``), status is a class such as ``2xx``.
+
+Under ``gateway serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the parent), every
+worker writes its values to that directory and a scrape of any worker reports the sum over
+all of them (deployment health: the worst worker's view).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -51,7 +57,17 @@ class _DeploymentCollector(Collector):
 class Metrics:
     """The gateway's metrics on a dedicated registry."""
 
-    def __init__(self, deployments: Callable[[], Iterable[Deployment]], now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        deployments: Callable[[], Iterable[Deployment]],
+        now: Callable[[], float],
+        multiprocess_dir: str | None = None,
+    ) -> None:
+        self.multiprocess_dir = (
+            multiprocess_dir if multiprocess_dir is not None else os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        )
+        self._deployments = deployments
+        self._now = now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -87,7 +103,13 @@ class Metrics:
         self.completion_tokens = Counter(
             "gateway_completion_tokens", "Completion tokens reported in usage", ["model_group"], registry=r
         )
-        self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served now", ["model_group"], registry=r)
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Requests being served now",
+            ["model_group"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.retries = Counter("gateway_retries", "Attempts retried on another try", ["model_group"], registry=r)
         self.fallbacks = Counter(
             "gateway_fallbacks", "Requests moved to a fallback group", ["model_group", "fallback_group"], registry=r
@@ -98,12 +120,44 @@ class Metrics:
         self.rate_limited = Counter(
             "gateway_rate_limited", "Requests refused with 429, by reason", ["reason"], registry=r
         )
-        r.register(_DeploymentCollector(deployments, now))
         ProcessCollector(registry=r)
+        if not self.multiprocess_dir:
+            r.register(_DeploymentCollector(deployments, now))
+            return
+        # Workers share their values through files; live deployment state is copied into gauges.
+        self._healthy = Gauge(
+            "gateway_deployment_healthy",
+            "1 when the deployment is in rotation and answers health probes, 0 otherwise",
+            ["model_group", "deployment"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self._busy = Gauge(
+            "gateway_deployment_in_flight",
+            "Requests a deployment is serving now",
+            ["model_group", "deployment"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._exposition = CollectorRegistry()
+        MultiProcessCollector(self._exposition, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=self._exposition)
+
+    def refresh(self) -> None:
+        """Copy this worker's live deployment state into the shared gauges (multiprocess mode)."""
+        if not self.multiprocess_dir:
+            return
+        now = self._now()
+        for deployment in self._deployments():
+            self._healthy.labels(deployment.group, deployment.id).set(1.0 if deployment.is_healthy(now) else 0.0)
+            self._busy.labels(deployment.group, deployment.id).set(float(deployment.in_flight))
 
     def render(self) -> bytes:
-        """The text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The text exposition of every metric (of every worker, in multiprocess mode)."""
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        self.refresh()
+        return generate_latest(self._exposition)
 
 
 def status_class(status_code: int) -> str:

@@ -23,3 +23,4 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     environment: Literal["development", "production"] = "production"
     env_file: Path = Path(".env")
+    workers: int = Field(default=1, ge=1, le=256)
