@@ -35,6 +35,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _start_gateway(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development"}
+    command = [sys.executable, "-m", "gateway", "serve", "--config", "config.yaml", "--port", str(port)]
+    command += ["--workers", "2"]
+    return subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(400):
@@ -59,20 +66,7 @@ async def test_workers_share_a_port_sum_their_metrics_and_divide_limits(
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development"}
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        "config.yaml",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _start_gateway(tmp_path, port)
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_up(url, process)
