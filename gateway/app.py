@@ -21,6 +21,7 @@ from common.log import configure_logging
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
 from gateway.config import ProxyConfig, load_config, per_worker
+from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
@@ -87,10 +88,12 @@ def app_from_environment() -> FastAPI:
     return create_app(per_worker(loaded.config, settings.workers), env)
 
 
-def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> FastAPI:
-    """Build the gateway for ``config``; provider keys missing from it are read from ``env``."""
+def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolver: Resolver | None = None) -> FastAPI:
+    """Build the gateway for ``config``; provider keys missing from it are read from ``env``;
+    per-pod deployment names are looked up with ``resolver`` (DNS by default)."""
     router = Router(config, os.environ if env is None else env)
     keys = KeyStore(config)
+    discovery = EndpointDiscovery(router, resolver, config.gateway_settings.dns_refresh_seconds)
     metrics = Metrics(lambda: (d for g in router.groups.values() for d in g.deployments), time.monotonic)
 
     @asynccontextmanager
@@ -111,12 +114,17 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Fas
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
-        refresher = asyncio.create_task(_refresh_shared_metrics(metrics)) if metrics.multiprocess_dir else None
+        background: list[asyncio.Task[None]] = []
+        if metrics.multiprocess_dir:
+            background.append(asyncio.create_task(_refresh_shared_metrics(metrics)))
+        if discovery.enabled:
+            await discovery.refresh()
+            background.append(asyncio.create_task(discovery.run()))
         try:
             yield {"gateway": state}
         finally:
-            if refresher is not None:
-                refresher.cancel()
+            for task in background:
+                task.cancel()
             await client.close()
 
     app = FastAPI(

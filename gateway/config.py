@@ -51,6 +51,7 @@ class ModelInfo(_Lenient):
     supports_vision: bool = False
     mode: str | None = None
     max_input_tokens: int | None = Field(default=None, gt=0)  # the context length, shown by /v1/models
+    per_pod: bool = False  # api_base's host is a headless Service: each address is its own deployment
 
 
 class ModelEntry(_Lenient):
@@ -99,6 +100,7 @@ class GatewaySettings(_Strict):
     ready_probe_timeout: float = Field(default=2.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     retry_backoff: float = Field(default=0.05, ge=0)
+    dns_refresh_seconds: float = Field(default=10.0, gt=0)
     ready_requires: list[str] | None = None  # groups /ready needs; default: the all-local (hosted_vllm/) groups
 
 

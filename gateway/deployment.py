@@ -28,6 +28,7 @@ class Deployment:
     supports_vision: bool
     max_parallel: int | None = None
     context_tokens: int | None = None
+    per_pod: bool = False  # api_base names a headless Service: one deployment per address (gateway.discovery)
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0

@@ -72,7 +72,7 @@ class Readiness:
                     "deployments": {},
                 },
             )
-            state = "cooling down after failures" if cooling and reason is None else reason or "ok"
+            state = "cooling down after failures" if cooling else reason or "ok"
             entry["deployments"][deployment.id] = state
             entry["healthy"] += state == "ok"
             entry["cooling_down"] += cooling

@@ -100,6 +100,7 @@ class Router:
             supports_vision=entry.model_info.supports_vision,
             max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
             context_tokens=entry.model_info.max_input_tokens,
+            per_pod=entry.model_info.per_pod,
             rpm=TokenBucket(params.rpm) if params.rpm else None,
             extra_headers=dict(params.extra_headers),
         )

@@ -80,11 +80,11 @@ def serve(app: Any) -> Served:
     return Served(f"http://{host}:{port}", server, task)
 
 
-def free_socket() -> socket.socket:
-    """A listening TCP socket on 127.0.0.1 with a free port."""
+def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket on ``host`` (loopback) with a free port, or ``port``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -104,7 +104,8 @@ class FakeUpstream:
     _runner: web.AppRunner | None = None
     _failed: int = 0
 
-    async def start(self) -> FakeUpstream:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeUpstream:
+        """Listen on ``host:port`` (a free port by default; any 127.0.0.x address is loopback)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
@@ -112,7 +113,7 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
         await self._runner.setup()
-        sock = free_socket()
+        sock = free_socket(host, port)
         site = web.SockSite(self._runner, sock)
         await site.start()
         host, port = sock.getsockname()[:2]

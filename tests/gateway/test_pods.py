@@ -1,0 +1,169 @@
+"""Per-pod endpoints: a headless Service name becomes one deployment per address (resolver injected;
+the pods are fake vLLMs on 127.0.0.x, one port)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.fakes import Behaviour, FakeUpstream, free_socket, serve
+from tests.metrics_samples import sample
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
+HI = [{"role": "user", "content": "hi"}]
+
+
+class Pods:
+    """Fake vLLM pods on 127.0.0.2, .3, ... sharing one port, and the DNS answer naming them."""
+
+    def __init__(self) -> None:
+        probe = free_socket()
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.fakes: dict[str, FakeUpstream] = {}
+        self.answer: list[str] = []
+        self.lookups = 0
+        self.failing = False
+
+    async def add(self, address: str, **behaviour: Any) -> FakeUpstream:
+        fake = await FakeUpstream(address, Behaviour(**behaviour)).start(address, self.port)
+        self.fakes[address] = fake
+        return fake
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        assert host == "vllm-headless"
+        assert port == self.port
+        self.lookups += 1
+        if self.failing:
+            raise OSError("temporary failure in name resolution")
+        return list(self.answer)
+
+
+@pytest.fixture
+async def pods() -> AsyncIterator[Pods]:
+    found = Pods()
+    yield found
+    for fake in found.fakes.values():
+        await fake.stop()
+
+
+async def _gateway(pods: Pods, **router: Any) -> tuple[httpx.AsyncClient, Any, Any]:
+    config = {
+        "model_list": [
+            {
+                "model_name": "vision",
+                "litellm_params": {
+                    "model": "hosted_vllm/qwen",
+                    "api_base": f"http://vllm-headless:{pods.port}/v1",
+                    "max_parallel_requests": 4,
+                },
+                "model_info": {"id": "vllm", "per_pod": True},
+            }
+        ],
+        "router_settings": {"num_retries": 2, "allowed_fails": 0, "cooldown_time": 30, **router},
+        "gateway_settings": {"retry_backoff": 0.001, "dns_refresh_seconds": 0.05, "ready_cache_seconds": 0},
+    }
+    app = create_app(parse_config(config, {}).config, {}, resolver=pods.resolve)
+    served = serve(app)
+    return httpx.AsyncClient(base_url=served.url, timeout=30), served, app
+
+
+async def _until(check: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_one_failing_pod_cools_down_alone(pods: Pods) -> None:
+    await pods.add("127.0.0.2", fail_status=500)
+    healthy = await pods.add("127.0.0.3")
+    pods.answer = ["127.0.0.2", "127.0.0.3"]
+    http, served, _ = await _gateway(pods)
+    try:
+        for _ in range(6):
+            response = await http.post("/v1/chat/completions", json={"model": "vision", "messages": HI})
+            assert response.status_code == 200
+        assert len(healthy.bodies) == 6
+        groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]
+        assert groups["deployments"]["vllm@127.0.0.2"] == "cooling down after failures"
+        assert groups["deployments"]["vllm@127.0.0.3"] == "ok"
+        metrics = (await http.get("/metrics")).text
+        assert sample(metrics, "gateway_deployment_healthy", deployment="vllm@127.0.0.2") == 0.0
+        assert sample(metrics, "gateway_deployment_healthy", deployment="vllm@127.0.0.3") == 1.0
+        assert sample(metrics, "gateway_requests_total", deployment="vllm@127.0.0.3", status_class="2xx") == 6.0
+    finally:
+        await http.aclose()
+        await served.stop()
+
+
+async def test_least_busy_spreads_load_over_pods(pods: Pods) -> None:
+    fakes = [await pods.add(f"127.0.0.{i}", delay_s=0.3) for i in (2, 3, 4)]
+    pods.answer = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    http, served, _ = await _gateway(pods, routing_strategy="least-busy")
+    try:
+        body = {"model": "vision", "messages": HI}
+        responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=body) for _ in range(9)))
+        assert [r.status_code for r in responses] == [200] * 9
+        assert [len(f.bodies) for f in fakes] == [3, 3, 3]
+        assert all(f.max_in_flight == 3 for f in fakes)
+    finally:
+        await http.aclose()
+        await served.stop()
+
+
+async def test_pods_that_come_and_go_are_followed(pods: Pods) -> None:
+    first = await pods.add("127.0.0.2", delay_s=0.5)
+    second = await pods.add("127.0.0.3")
+    pods.answer = ["127.0.0.2"]
+    http, served, _ = await _gateway(pods)
+    try:
+        body = {"model": "vision", "messages": HI}
+        in_flight = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+        await _until(lambda: _async(first.in_flight == 1))
+        pods.answer = ["127.0.0.3"]  # the first pod leaves, a new one arrives
+
+        async def switched() -> bool:
+            groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
+            return set(groups) == {"vllm@127.0.0.3"}
+
+        await _until(switched)
+        assert (await in_flight).status_code == 200, "a request in flight to a removed pod finishes normally"
+        for _ in range(3):
+            assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+        assert len(second.bodies) == 3
+        assert len(first.bodies) == 1
+        metrics = (await http.get("/metrics")).text
+        assert sample(metrics, "gateway_in_flight_requests", model_group="vision") == 0.0
+    finally:
+        await http.aclose()
+        await served.stop()
+
+
+async def test_a_failed_lookup_keeps_the_known_pods(pods: Pods) -> None:
+    pod = await pods.add("127.0.0.2")
+    pods.answer = ["127.0.0.2"]
+    http, served, _ = await _gateway(pods)
+    try:
+        assert (await http.post("/v1/chat/completions", json={"model": "vision", "messages": HI})).status_code == 200
+        pods.failing = True
+        failed_from = pods.lookups
+        await _until(lambda: _async(pods.lookups >= failed_from + 3))  # several lookups failed meanwhile
+        assert (await http.post("/v1/chat/completions", json={"model": "vision", "messages": HI})).status_code == 200
+        assert len(pod.bodies) == 2
+        groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
+        assert set(groups) == {"vllm@127.0.0.2"}
+    finally:
+        await http.aclose()
+        await served.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value
