@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),launch/requ
 # Wheels that pip finds through PIP_FIND_LINKS (torch's CPU build on some machines) are offered to uv too.
 FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 
-.PHONY: install vllm-env browser up test check lint typecheck unit bench clean
+.PHONY: install vllm-env browser redis up test check lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ browser:
 		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
 	else echo "Chromium is not installed: the browser tests will be skipped"; fi; }
 
+# Shared-limit tests run a real Redis (Debian's redis-server), installed the same way.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q redis-server >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; \
+	else echo "redis-server is not installed and cannot be installed here: the shared-limit tests will fail"; fi; }
+
 up: install vllm-env
 	$(BIN)/launch up
 
@@ -47,11 +54,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck vllm-env browser
+test: lint typecheck vllm-env browser redis
 	$(BIN)/pytest
 
 # The edit-test loop: lint, types, unit and service tests; no vLLM, no browser, no wheel build.
-check: lint typecheck
+check: lint typecheck redis
 	$(BIN)/pytest -m "unit or service"
 
 unit: install

@@ -25,6 +25,7 @@ from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
+from gateway.limits.shared import SharedLimits
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -114,6 +115,10 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
+        redis_url = config.router_settings.redis_address()
+        router.shared = SharedLimits.from_url(redis_url, metrics) if redis_url else None
+        if router.shared is not None:
+            await router.shared.start()
         background: list[asyncio.Task[None]] = []
         if metrics.multiprocess_dir:
             background.append(asyncio.create_task(_refresh_shared_metrics(metrics)))
@@ -125,6 +130,8 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
         finally:
             for task in background:
                 task.cancel()
+            if router.shared is not None:
+                await router.shared.close()
             await client.close()
 
     app = FastAPI(
@@ -239,10 +246,13 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
         raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
     request.state.model_group = route.group.name
     principal.check_model(route.group.name, model)
-    principal.check_rate()
+    shared = state.router.shared
+    caller = principal.limits if shared is not None and shared.available else None
+    if caller is None:
+        principal.check_rate()
     accounting = Accounting(state.metrics, request_id, route.group.name, stream)
     request.state.accounting = accounting
-    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting)
+    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, caller)
     return await state.forwarder.forward(call, route)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from common.auth import bearer_token, digest, find_key
 from gateway.config import ProxyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from gateway.limits.shared import KeyLimits
 from gateway.ratelimit import TokenBucket
 
 
@@ -17,6 +18,7 @@ class Principal:
     name: str
     models: frozenset[str] | None
     bucket: TokenBucket | None
+    limits: KeyLimits | None = None  # its rpm/tpm as shared limits (Redis), when it has any
 
     def may_use(self, group: str, requested: str | None = None) -> bool:
         """Whether this key may use ``group``: listed by its name, or (under a wildcard group) by the
@@ -54,6 +56,9 @@ class KeyStore:
                 frozenset(api_key.models) if api_key.models is not None else None,
                 TokenBucket(api_key.rpm) if api_key.rpm else None,
             )
+            if api_key.rpm or api_key.tpm:
+                key_id = digest(api_key.key).hex()[:32]
+                principal.limits = KeyLimits(key_id, api_key.rpm, api_key.tpm, principal.check_rate)
             self._principals.setdefault(digest(api_key.key), principal)
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,6 +72,20 @@ class RouterSettings(_Lenient):
     allowed_fails: int = Field(default=3, ge=0)
     cooldown_time: float = Field(default=5.0, ge=0)
     default_max_parallel_requests: int | None = Field(default=None, gt=0)
+    # Shared limits (LiteLLM's keys): per-key rpm/tpm, max_parallel_requests and cooldowns across processes.
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_password: str | None = None
+
+    def redis_address(self) -> str | None:
+        """The Redis URL shared limits use, or None when Redis is not configured."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.redis_host:
+            return None
+        password = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{password}{self.redis_host}:{self.redis_port}/0"
 
     @field_validator("routing_strategy", mode="before")
     @classmethod
@@ -90,6 +105,7 @@ class ApiKey(_Strict):
     name: str | None = None
     models: list[str] | None = None
     rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)  # tokens a minute, counted from usage; needs Redis
 
 
 class GatewaySettings(_Strict):
@@ -259,6 +275,10 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
     for key in config.litellm_settings:
         if key not in _ACCEPTED_LITELLM_SETTINGS:
             warnings.append(f"litellm_settings.{key}: not used by this gateway")
+    if not config.router_settings.redis_address():
+        for index, api_key in enumerate(config.gateway_settings.api_keys):
+            if api_key.tpm:
+                warnings.append(f"gateway_settings.api_keys[{index}].tpm: enforced only with Redis (router_settings)")
     for entry in config.model_list:
         for key in entry.litellm_params.model_extra or {}:
             warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
@@ -270,8 +290,9 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
 
 def per_worker(config: ProxyConfig, workers: int) -> ProxyConfig:
     """The config one of ``workers`` processes enforces when limits are not shared: every rpm and
-    ``max_parallel_requests`` divided by the number of workers (rounded up, at least 1)."""
-    if workers <= 1:
+    ``max_parallel_requests`` divided by the number of workers (rounded up, at least 1). With
+    Redis configured the limits are shared, so they stay whole."""
+    if workers <= 1 or config.router_settings.redis_address():
         return config
 
     def share(value: int | None) -> int | None:

@@ -20,6 +20,7 @@ from gateway.accounting import Accounting
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
+from gateway.limits.shared import KeyLimits
 from gateway.metrics import Metrics
 from gateway.requests import replace_model
 from gateway.routing import Route, Router
@@ -41,6 +42,8 @@ class Call:
     has_images: bool
     request_id: str
     accounting: Accounting
+    caller: KeyLimits | None = None  # the key's shared limits, until one attempt was admitted
+    key_limits: KeyLimits | None = None  # the same, kept to count the response's tokens
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
 
     def encoded_for(self, upstream_model: str) -> list[bytes | memoryview]:
@@ -72,6 +75,7 @@ class Forwarder:
         self._metrics = metrics
         self._settings = settings
         self._rng = rng or random.Random()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def forward(self, call: Call, route: Route) -> Response:
         """The deployment's response, or raise the last error once every route failed."""
@@ -100,17 +104,19 @@ class Forwarder:
         tried: set[str] = set()
         last: AttemptFailed | None = None
         for attempt in range(attempts):
+            lease = f"{call.request_id}:{call.accounting.attempts}"
             try:
-                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout)
+                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout, call.caller, lease)
             except GatewayError:
                 if last is not None:
                     raise last.error from None
                 raise
+            call.caller = None  # the key is counted once per request, not per attempt
             tried.add(deployment.id)
             call.accounting.deployment = deployment.id
             call.accounting.attempts += 1
             try:
-                return await self._attempt(call, route, deployment)
+                return await self._attempt(call, route, deployment, lease)
             except AttemptFailed as failure:
                 last = failure
                 if not failure.retryable:
@@ -125,6 +131,11 @@ class Forwarder:
     def _note_failure(self, deployment: Deployment, error: GatewayError) -> None:
         deployment.last_error = error.code or type(error).__name__
         if self._router.record_failure(deployment):
+            shared = self._router.shared
+            if shared is not None:
+                task = asyncio.create_task(shared.publish_cooldown(deployment, self._router.settings.cooldown_time))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             self._metrics.cooldowns.labels(deployment.group, deployment.id).inc()
             log.warning(
                 "deployment cooling down",
@@ -137,7 +148,7 @@ class Forwarder:
         call.accounting.waited_s += delay
         await asyncio.sleep(delay)
 
-    async def _attempt(self, call: Call, route: Route, deployment: Deployment) -> Response:
+    async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Response:
         """One try; releases the deployment unless a stream now owns it."""
         upstream_model = deployment.model_for(route.wildcard_match)
         body = call.encoded_for(upstream_model)
@@ -148,7 +159,7 @@ class Forwarder:
             response = await self._client.post(deployment, call.endpoint, body, call.stream, call.request_id)
         except TRANSPORT_ERRORS as exc:
             accounting.waited_s += accounting.now() - sent
-            self._router.release(deployment)
+            self._router.release(deployment, lease)
             raise transport_failure(deployment, exc) from None
         try:
             if response.status != 200 or not call.stream:
@@ -166,7 +177,7 @@ class Forwarder:
             handed_off = True
             relay = EventRelay(model_replacements(upstream_model, call.requested_model))
             return StreamingResponse(
-                self._relay(call, deployment, response, relay, first, sent),
+                self._relay(call, deployment, lease, response, relay, first, sent),
                 media_type=response.headers.get("Content-Type", "text/event-stream"),
                 headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
             )
@@ -176,7 +187,7 @@ class Forwarder:
         finally:
             if not handed_off:
                 response.release()
-                self._router.release(deployment)
+                self._router.release(deployment, lease)
 
     def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Response:
         try:
@@ -186,7 +197,7 @@ class Forwarder:
                 UpstreamFailed(f"model '{deployment.group}' answered with a body that is not JSON"), True
             ) from None
         if isinstance(parsed, dict):
-            call.accounting.usage(parsed.get("usage"))
+            self._count_tokens(call, parsed.get("usage"))
             if parsed.get("model") == upstream_model:
                 parsed["model"] = call.requested_model
                 data = orjson.dumps(parsed)
@@ -197,6 +208,7 @@ class Forwarder:
         self,
         call: Call,
         deployment: Deployment,
+        lease: str,
         response: aiohttp.ClientResponse,
         relay: EventRelay,
         first: bytes,
@@ -237,6 +249,15 @@ class Forwarder:
         finally:
             accounting.waited_s += accounting.now() - sent
             response.release()
-            self._router.release(deployment)
-            accounting.usage(relay.usage)
+            self._router.release(deployment, lease)
+            self._count_tokens(call, relay.usage)
             accounting.finish(status, note)
+
+    def _count_tokens(self, call: Call, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        call.accounting.usage(usage)
+        shared = self._router.shared
+        total = usage.get("total_tokens")
+        if shared is not None and call.key_limits is not None and isinstance(total, int):
+            shared.record_usage(call.key_limits, total)

@@ -120,6 +120,15 @@ class Metrics:
         self.rate_limited = Counter(
             "gateway_rate_limited", "Requests refused with 429, by reason", ["reason"], registry=r
         )
+        self.shared_limits_up = Gauge(
+            "gateway_shared_limits_up",
+            "1 while limits are shared through Redis, 0 while this process falls back to local limits",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.shared_limits_errors = Counter(
+            "gateway_shared_limits_errors", "Redis calls that failed or timed out", registry=r
+        )
         ProcessCollector(registry=r)
         if not self.multiprocess_dir:
             r.register(_DeploymentCollector(deployments, now))

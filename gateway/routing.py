@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
 from gateway.errors import NoDeploymentAvailable, RateLimited
+from gateway.limits.shared import KeyLimits, SharedLimits
 from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
 from gateway.ratelimit import TokenBucket
+
+SHARED_POLL_S = 0.02  # how often a request waiting for a slot asks Redis again
 
 
 @dataclass(eq=False)
@@ -56,6 +59,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings: RouterSettings = config.router_settings
+        self.shared: SharedLimits | None = None  # set by the app when Redis is configured
         self._rng = rng or random.Random()
         self._clock = clock
         self.groups: dict[str, ModelGroup] = {}
@@ -128,8 +132,20 @@ class Router:
             routes.append(Route(group))
         return routes
 
-    async def acquire(self, group: ModelGroup, exclude: set[str], queue_timeout: float) -> Deployment:
-        """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot."""
+    async def acquire(
+        self,
+        group: ModelGroup,
+        exclude: set[str],
+        queue_timeout: float,
+        caller: KeyLimits | None = None,
+        lease: str | None = None,
+    ) -> Deployment:
+        """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot.
+
+        With shared limits (and a ``lease`` naming this attempt), Redis admits the request:
+        the caller's rate, the deployment's cooldown, concurrency and rate across every
+        gateway process. While Redis is away, this process's own limits apply.
+        """
         deadline = self._clock() + queue_timeout
         while True:
             now = self._clock()
@@ -140,11 +156,23 @@ class Router:
                     f"every deployment of model '{group.name}' is cooling down after failures",
                     retry_after=wait,
                 )
-            free = [d for d in active if d.has_capacity()]
-            if free:
-                chosen = self._choose_within_rpm(group, [d for d in free if d.id not in exclude] or free)
-                chosen.in_flight += 1
-                return chosen
+            shared = self.shared if self.shared is not None and self.shared.available and lease else None
+            if shared is None:
+                if caller is not None:
+                    caller.check_local()
+                    caller = None
+                free = [d for d in active if d.has_capacity()]
+                if free:
+                    chosen = self._choose_within_rpm(group, [d for d in free if d.id not in exclude] or free)
+                    chosen.in_flight += 1
+                    return chosen
+            else:
+                assert lease is not None
+                chosen_shared = await self._admit_shared(shared, group, active, exclude, caller, lease)
+                if chosen_shared is not None:
+                    return chosen_shared
+                if not shared.available:
+                    continue  # Redis just failed: admit on local limits at once
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise RateLimited(
@@ -152,7 +180,49 @@ class Router:
                     code="model_busy",
                     retry_after=1.0,
                 )
-            await self._wait_for_release(group, remaining)
+            if shared is not None and shared.available:
+                await asyncio.sleep(min(remaining, SHARED_POLL_S))  # slots free up in other processes too
+            else:
+                await self._wait_for_release(group, remaining)
+
+    async def _admit_shared(
+        self,
+        shared: SharedLimits,
+        group: ModelGroup,
+        active: list[Deployment],
+        exclude: set[str],
+        caller: KeyLimits | None,
+        lease: str,
+    ) -> Deployment | None:
+        """Try the group's deployments in routing order until Redis admits one; None when all are full.
+
+        A deployment this process alone already fills is not asked for (after a Redis outage,
+        Redis does not know the requests admitted locally meanwhile)."""
+        candidates = [d for d in active if d.has_capacity()]
+        rpm_waits: list[float] = []
+        while candidates:
+            chosen = self._choose([d for d in candidates if d.id not in exclude] or candidates)
+            verdict = await shared.admit(chosen, caller, lease)
+            if verdict.outcome == "ok":
+                chosen.in_flight += 1
+                return chosen
+            if verdict.outcome == "unavailable":
+                return None  # the caller's loop continues on local limits
+            if verdict.outcome in ("key_rpm", "key_tpm"):
+                unit = "requests" if verdict.outcome == "key_rpm" else "tokens"
+                raise RateLimited(f"this API key is over its {unit}-per-minute limit", retry_after=verdict.wait_s)
+            if verdict.outcome == "cooling":
+                chosen.cooldown_until = max(chosen.cooldown_until, self._clock() + verdict.wait_s)
+            if verdict.outcome == "deployment_rpm":
+                rpm_waits.append(verdict.wait_s)
+            candidates.remove(chosen)
+        if rpm_waits and len(rpm_waits) == len(active):  # every deployment is over its rate
+            raise RateLimited(
+                f"model '{group.name}' is at its requests-per-minute limit",
+                code="model_rpm_exceeded",
+                retry_after=min(rpm_waits),
+            )
+        return None
 
     def _choose_within_rpm(self, group: ModelGroup, candidates: list[Deployment]) -> Deployment:
         remaining = list(candidates)
@@ -192,9 +262,11 @@ class Router:
         finally:
             group.waiters -= 1
 
-    def release(self, deployment: Deployment) -> None:
+    def release(self, deployment: Deployment, lease: str | None = None) -> None:
         """Return a slot taken by ``acquire`` and wake one round of waiters."""
         deployment.in_flight -= 1
+        if self.shared is not None and lease:
+            self.shared.release(deployment, lease)
         group = self.groups[deployment.group]
         if group.waiters:
             event, group.released = group.released, asyncio.Event()

@@ -45,7 +45,7 @@ def test_litellm_config_with_foreign_keys_loads_and_reports_them() -> None:
     raw = {
         "model_list": [_entry(tpm=1000, drop_params=True)],
         "litellm_settings": {"success_callback": ["langfuse"], "num_retries": 4},
-        "router_settings": {"redis_host": "redis"},
+        "router_settings": {"redis_host": "redis", "redis_db": 3},
         "general_settings": {"database_url": "postgres://x"},
         "callbacks": ["x"],
     }
@@ -57,8 +57,9 @@ def test_litellm_config_with_foreign_keys_loads_and_reports_them() -> None:
         "litellm_settings.success_callback: not used by this gateway",
         "model_list 'vision' litellm_params.drop_params: not used by this gateway",
         "model_list 'vision' litellm_params.tpm: not used by this gateway",
-        "router_settings.redis_host: not used by this gateway",
+        "router_settings.redis_db: not used by this gateway",
     ]
+    assert loaded.config.router_settings.redis_address() == "redis://redis:6379/0"
 
 
 def test_env_references_resolve_from_environment_variables_section() -> None:
