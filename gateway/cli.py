@@ -45,6 +45,15 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
             lines.append(f"fallback: {source} -> {', '.join(targets)}")
     if rs.default_fallbacks:
         lines.append(f"default fallbacks: {', '.join(rs.default_fallbacks)}")
+    redis = rs.redis_address()
+    if redis:
+        shown = redis.split("@")[-1] if "@" in redis else redis.removeprefix("redis://")
+        lines.append(f"limits: shared through Redis at {shown} (rpm, tpm, max_parallel_requests, cooldowns)")
+    else:
+        lines.append("limits: per process (configure router_settings.redis_host to share them)")
+    pods = [d.id for g in router.groups.values() for d in g.deployments if d.per_pod]
+    if pods:
+        lines.append(f"per-pod endpoints (re-resolved from DNS): {', '.join(pods)}")
     keys = len(config.gateway_settings.api_keys) + (1 if config.general_settings.master_key else 0)
     lines.append(f"api keys: {keys}" if keys else "api keys: none (open access)")
     for warning in loaded.warnings:
