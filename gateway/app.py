@@ -37,6 +37,7 @@ from gateway.protocol import (
 )
 from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
+from gateway.sdk import SdkClient
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
@@ -100,13 +101,17 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = UpstreamClient(config.gateway_settings.connect_timeout)
+        sdk_client = None
+        if any(d.sdk for g in router.groups.values() for d in g.deployments):
+            sdk_client = SdkClient(bool(config.litellm_settings.get("drop_params", False)))
+            await sdk_client.start()
         settings = config.gateway_settings
         state = GatewayState(
             config=config,
             router=router,
             keys=keys,
             metrics=metrics,
-            forwarder=Forwarder(router, client, metrics, settings),
+            forwarder=Forwarder(router, client, metrics, settings, sdk_client=sdk_client),
             readiness=Readiness(
                 router, client, settings.ready_probe_timeout, settings.ready_cache_seconds, settings.ready_requires
             ),

@@ -14,6 +14,7 @@ from typing import Any
 from common.env import read_env
 from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
 from gateway.routing import Router
+from gateway.sdk import check_providers
 from gateway.settings import Settings
 
 
@@ -21,7 +22,7 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
     """A human-readable summary of groups, deployments, fallbacks and keys."""
     config = loaded.config
     router = Router(config, env)
-    lines = ["model group          deployment                provider     upstream model                 vision"]
+    lines = ["model group          deployment                provider     upstream model                 vision path"]
     for name, group in router.groups.items():
         for d in group.deployments:
             limits = []
@@ -30,8 +31,9 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
             if d.rpm:
                 limits.append(f"rpm={int(d.rpm.capacity)}")
             vision = "yes" if d.supports_vision else "no"
+            path = "litellm-sdk" if d.sdk else "fast"
             lines.append(
-                f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6}"
+                f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6} {path:<11}"
                 f" {d.api_base} timeout={d.timeout:g}s {' '.join(limits)}".rstrip()
             )
     rs = config.router_settings
@@ -63,7 +65,8 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
 
 def _load(path: Path, env: Mapping[str, str]) -> LoadedConfig:
     loaded = load_config(path, env)
-    Router(loaded.config, env)
+    router = Router(loaded.config, env)
+    check_providers({d.provider for g in router.groups.values() for d in g.deployments if d.sdk})
     return loaded
 
 

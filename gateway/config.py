@@ -18,6 +18,8 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.providers import PASSTHROUGH_PROVIDERS
+
 ENV_REFERENCE = "os.environ/"
 RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing"]
 
@@ -131,6 +133,8 @@ class ProxyConfig(_Lenient):
 
 # LiteLLM keys that change behaviour in LiteLLM but not here; reported so nobody is surprised.
 _ACCEPTED_LITELLM_SETTINGS = {"num_retries", "request_timeout", "fallbacks", "default_fallbacks"}
+# litellm_settings keys that the litellm SDK path acts on.
+_SDK_LITELLM_SETTINGS = {"drop_params"}
 
 
 @dataclass(frozen=True)
@@ -273,13 +277,15 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
     for key in config.general_settings.model_extra or {}:
         warnings.append(f"general_settings.{key}: not used by this gateway")
     for key in config.litellm_settings:
-        if key not in _ACCEPTED_LITELLM_SETTINGS:
+        if key not in _ACCEPTED_LITELLM_SETTINGS | _SDK_LITELLM_SETTINGS:
             warnings.append(f"litellm_settings.{key}: not used by this gateway")
     if not config.router_settings.redis_address():
         for index, api_key in enumerate(config.gateway_settings.api_keys):
             if api_key.tpm:
                 warnings.append(f"gateway_settings.api_keys[{index}].tpm: enforced only with Redis (router_settings)")
     for entry in config.model_list:
+        if entry.litellm_params.model.partition("/")[0] not in PASSTHROUGH_PROVIDERS:
+            continue  # the litellm SDK takes every litellm_params key of its providers
         for key in entry.litellm_params.model_extra or {}:
             warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
         for key in ("tpm",):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.ratelimit import TokenBucket
 
@@ -28,6 +29,8 @@ class Deployment:
     supports_vision: bool
     max_parallel: int | None = None
     context_tokens: int | None = None
+    sdk: bool = False  # not OpenAI-compatible: served through the litellm SDK (gateway.sdk)
+    sdk_params: dict[str, Any] = field(default_factory=dict)  # more litellm_params for the SDK (api_version, ...)
     per_pod: bool = False  # api_base names a headless Service: one deployment per address (gateway.discovery)
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)

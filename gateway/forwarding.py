@@ -11,11 +11,13 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from gateway import sdk
 from gateway.accounting import Accounting
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
@@ -46,6 +48,11 @@ class Call:
     key_limits: KeyLimits | None = None  # the same, kept to count the response's tokens
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
 
+    def parsed(self) -> dict[str, Any]:
+        """The client's body as a mapping (the SDK path needs it; the fast path never parses it whole)."""
+        body: dict[str, Any] = orjson.loads(self.raw)
+        return body
+
     def encoded_for(self, upstream_model: str) -> list[bytes | memoryview]:
         """The client's body with ``model`` rewritten, built once per upstream name."""
         data = self._encoded.get(upstream_model)
@@ -69,7 +76,9 @@ class Forwarder:
         metrics: Metrics,
         settings: GatewaySettings,
         rng: random.Random | None = None,
+        sdk_client: sdk.SdkClient | None = None,
     ) -> None:
+        self._sdk = sdk_client
         self._router = router
         self._client = client
         self._metrics = metrics
@@ -150,6 +159,8 @@ class Forwarder:
 
     async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Response:
         """One try; releases the deployment unless a stream now owns it."""
+        if deployment.sdk:
+            return await self._attempt_sdk(call, route, deployment, lease)
         upstream_model = deployment.model_for(route.wildcard_match)
         body = call.encoded_for(upstream_model)
         accounting = call.accounting
@@ -251,6 +262,69 @@ class Forwarder:
             response.release()
             self._router.release(deployment, lease)
             self._count_tokens(call, relay.usage)
+            accounting.finish(status, note)
+
+    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Response:
+        """One try through the litellm SDK, with the fast path's accounting and release rules."""
+        assert self._sdk is not None
+        accounting = call.accounting
+        sent = accounting.now()
+        handed_off = False
+        body = call.parsed()
+        try:
+            answer = await self._sdk.call(deployment, call.endpoint, body, call.stream)
+            if not call.stream:
+                accounting.waited_s += accounting.now() - sent
+                deployment.record_latency(accounting.now() - sent)
+                data = sdk.shaped(answer, call.requested_model)
+                self._count_tokens(call, data.get("usage"))
+                accounting.finish(200)
+                return Response(
+                    orjson.dumps(data), media_type="application/json", headers={"X-Request-ID": call.request_id}
+                )
+            first = await self._sdk.first(answer, deployment)
+            if first is None:
+                raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
+            accounting.first_byte()
+            deployment.record_latency(accounting.now() - sent)
+            handed_off = True
+            return StreamingResponse(
+                self._relay_sdk(call, deployment, lease, answer, first, sent),
+                media_type="text/event-stream",
+                headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
+            )
+        except AttemptFailed:
+            accounting.waited_s += accounting.now() - sent
+            raise
+        finally:
+            if not handed_off:
+                self._router.release(deployment, lease)
+
+    async def _relay_sdk(
+        self, call: Call, deployment: Deployment, lease: str, stream: Any, first: Any, sent: float
+    ) -> AsyncIterator[bytes]:
+        accounting = call.accounting
+        status, note = 200, None
+        usage: dict[str, Any] | None = None
+        try:
+            async for event, reported in sdk.events(stream, first, call.requested_model):
+                if reported:
+                    usage = reported
+                yield event
+            yield b"data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, note = 499, "client disconnected"
+            raise
+        except Exception as exc:
+            log.warning("stream failed mid-way: %s", repr(exc)[:500], extra={"request_id": call.request_id})
+            error = sdk.failure(deployment, exc).error
+            status, note = error.status_code, "stream broke mid-way"
+            self._note_failure(deployment, error)
+            yield sse_error_event(error)
+        finally:
+            accounting.waited_s += accounting.now() - sent
+            self._router.release(deployment, lease)
+            self._count_tokens(call, usage)
             accounting.finish(status, note)
 
     def _count_tokens(self, call: Call, usage: object) -> None:

@@ -83,21 +83,22 @@ class Router:
         provider_name, upstream_model = split_model(params.model)
         provider = PASSTHROUGH_PROVIDERS.get(provider_name)
         if provider is None:
-            supported = ", ".join(f"{p}/" for p in PASSTHROUGH_PROVIDERS)
-            raise ConfigError(
-                f"model_list '{entry.model_name}': provider '{provider_name}/' is not supported; use one of {supported}"
-            )
-        api_base = resolve_api_base(provider, params.api_base, env)
-        if api_base is None:
-            raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
+            # Any other LiteLLM provider goes through the litellm SDK, which knows its API.
+            api_base: str | None = params.api_base.rstrip("/") if params.api_base else ""
+            api_key = params.api_key
+        else:
+            api_base = resolve_api_base(provider, params.api_base, env)
+            if api_base is None:
+                raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
+            api_key = resolve_api_key(provider, params.api_key, env)
         timeout = params.timeout or settings.timeout
         return Deployment(
             id=entry.model_info.id or f"{entry.model_name}/{index}",
             group=entry.model_name,
             provider=provider_name,
             upstream_model=upstream_model,
-            api_base=api_base,
-            api_key=resolve_api_key(provider, params.api_key, env),
+            api_base=api_base or "",
+            api_key=api_key,
             timeout=timeout,
             stream_timeout=params.stream_timeout or settings.stream_timeout or timeout,
             weight=params.weight,
@@ -105,6 +106,8 @@ class Router:
             max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
             context_tokens=entry.model_info.max_input_tokens,
             per_pod=entry.model_info.per_pod,
+            sdk=provider is None,
+            sdk_params=dict(params.model_extra or {}) if provider is None else {},
             rpm=TokenBucket(params.rpm) if params.rpm else None,
             extra_headers=dict(params.extra_headers),
         )

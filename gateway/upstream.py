@@ -89,7 +89,10 @@ class UpstreamClient:
         )
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:
-        """GET ``/models`` on the deployment; None when it answers 2xx, else the reason."""
+        """GET ``/models`` on the deployment; None when it answers 2xx (or is not probed: SDK
+        providers have no common health route), else the reason."""
+        if deployment.sdk:
+            return None
         headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
         try:
             async with self._session.get(

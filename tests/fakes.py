@@ -108,6 +108,7 @@ class FakeUpstream:
         """Listen on ``host:port`` (a free port by default; any 127.0.0.x address is loopback)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)  # Azure OpenAI
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
@@ -233,6 +234,9 @@ class FakeUpstream:
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             if b.chunk_delay_s:
                 await asyncio.sleep(b.chunk_delay_s)
+        final_choice = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
+        await response.write(b"data: " + orjson.dumps({**end, "choices": [final_choice]}) + b"\n\n")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
             final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": body["model"], "choices": []}

@@ -100,10 +100,17 @@ def test_bad_configs_are_refused_with_the_key_named(raw: dict[str, object], mess
     assert message in str(caught.value)
 
 
-def test_unsupported_provider_is_refused_by_the_router() -> None:
-    loaded = parse_config({"model_list": [_entry(model="bedrock/claude")]}, {})
-    with pytest.raises(ConfigError, match="provider 'bedrock/' is not supported"):
-        Router(loaded.config, {})
+def test_other_providers_take_the_sdk_path_and_unknown_ones_are_refused() -> None:
+    from gateway.sdk import check_providers
+
+    loaded = parse_config({"model_list": [_entry(model="bedrock/claude", aws_region_name="eu-west-1")]}, {})
+    (deployment,) = Router(loaded.config, {}).groups["vision"].deployments
+    assert deployment.sdk
+    assert deployment.sdk_params == {"aws_region_name": "eu-west-1"}
+    assert loaded.warnings == []  # the SDK takes its providers' own litellm_params
+    check_providers({"bedrock", "anthropic", "gemini", "azure"})
+    with pytest.raises(ConfigError, match="unknown provider"):
+        check_providers({"nonsense"})
 
 
 def test_vllm_without_api_base_is_refused() -> None:
