@@ -211,3 +211,24 @@ async def test_one_config_mixes_every_kind_of_provider(upstream: UpstreamFactory
     finally:
         for fake in fakes.values():
             await fake.stop()
+
+
+async def test_embeddings_and_the_routing_table_for_sdk_providers(gateway: GatewayFactory) -> None:
+    from gateway.cli import routing_table
+    from gateway.config import parse_config
+
+    azure = await FakeUpstream("azure").start()
+    try:
+        entry = Provider("azure", azure).entry("embed")
+        gw = await _gateway(gateway, entry)
+        result = await gw.openai().embeddings.create(model="embed", input=["a red bicycle", "a cat"])
+        assert [len(d.embedding) for d in result.data] == [64, 64]
+        assert result.model == "embed"
+        assert azure.bodies[-1]["input"] == ["a red bicycle", "a cat"]
+        loaded = parse_config({"model_list": [entry, {"model_name": "v", "litellm_params": {
+            "model": "hosted_vllm/q", "api_base": "http://127.0.0.1:9/v1"}}]}, {})  # fmt: skip
+        table = routing_table(loaded, {})
+        assert "litellm-sdk" in next(line for line in table.splitlines() if line.startswith("embed "))
+        assert " fast " in next(line for line in table.splitlines() if line.startswith("v "))
+    finally:
+        await azure.stop()
