@@ -1,4 +1,5 @@
-# The gateway: small, non-root, no compilers in the final stage.
+# The gateway: small, non-root, no compilers in the final stage. It carries the litellm SDK for
+# non-OpenAI providers; the process imports it only when such a deployment is configured.
 # Build from the repository root: docker build -f deploy/docker/gateway.Dockerfile -t mmgateway/gateway .
 FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
