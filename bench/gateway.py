@@ -1,7 +1,11 @@
-"""Gateway benchmark: the same load sent directly to a fast fake deployment, through this
-gateway, and through LiteLLM Proxy, all on loopback in one process tree.
+"""Gateway benchmark: the same load sent directly to a fake deployment, through nginx as a
+plain reverse proxy (the physical limit of a relay), through this gateway, and through
+LiteLLM Proxy, all on loopback in one run.
 
-Run: ``make bench`` or ``python -m bench.gateway [--duration 3] [--skip-litellm]``.
+Run: ``make bench`` or ``python -m bench.gateway [--duration 3] [--skip-litellm] [--skip-nginx]``.
+The fake deployment parses every request body with FastAPI and pydantic as vLLM's server
+does (``--upstream raw`` for one that only reads it). nginx is Debian's ``nginx-light``
+(one worker, ``proxy_buffering off``, ``proxy_request_buffering off``, upstream keepalive);
 LiteLLM Proxy is installed on first use into ``.bench/litellm-venv``.
 """
 
@@ -167,6 +171,42 @@ def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             process.kill()
 
 
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    upstream deployment {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        location / {{
+            proxy_pass http://deployment;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_command(work: Path, upstream_port: int, port: int) -> list[str] | None:
+    """nginx as a plain reverse proxy in front of the fake deployment, or None when not installed."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        return None
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=work, upstream=upstream_port, port=port))
+    return [binary, "-c", str(conf), "-p", str(work), "-e", str(work / "nginx-error.log")]
+
+
 def write_config(path: Path, upstream_port: int, ours: bool) -> None:
     entry = {
         "model_name": "bench",
@@ -184,13 +224,23 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    upstream_port, ours_port, litellm_port = free_port(), free_port(), free_port()
+    upstream_port, ours_port, litellm_port, nginx_port = free_port(), free_port(), free_port(), free_port()
     write_config(work / "ours.yaml", upstream_port, ours=True)
     write_config(work / "litellm.yaml", upstream_port, ours=False)
     python = sys.executable
     targets: dict[str, tuple[str, int | None]] = {}
     with (
-        started([python, "-m", "bench.fake_upstream", "--port", str(upstream_port)], {}, work / "up.log") as upstream,
+        started(
+            [
+                python,
+                "-m",
+                f"bench.{'fake_vllm' if args.upstream == 'vllm' else 'fake_upstream'}",
+                "--port",
+                str(upstream_port),
+            ],
+            {},
+            work / "up.log",
+        ) as upstream,
         started(
             [
                 str(Path(python).parent / "gateway"),
@@ -208,6 +258,15 @@ async def run(args: argparse.Namespace) -> int:
         await wait_until_up(f"http://127.0.0.1:{ours_port}/health", ours, 30)
         targets["direct"] = (f"http://127.0.0.1:{upstream_port}/v1/chat/completions", None)
         targets["ours"] = (f"http://127.0.0.1:{ours_port}/v1/chat/completions", ours.pid)
+        nginx_ctx = None
+        command = None if args.skip_nginx else nginx_command(work, upstream_port, nginx_port)
+        if command is not None:
+            nginx_ctx = started(command, {}, work / "nginx.log")
+            nginx = nginx_ctx.__enter__()
+            await wait_until_up(f"http://127.0.0.1:{nginx_port}/v1/models", nginx, 30)
+            targets["nginx"] = (f"http://127.0.0.1:{nginx_port}/v1/chat/completions", nginx.pid)
+        elif not args.skip_nginx:
+            print("nginx is not installed (apt-get install nginx-light): measured without it")
         litellm_ctx = None
         if not args.skip_litellm:
             binary = ensure_litellm()
@@ -221,11 +280,14 @@ async def run(args: argparse.Namespace) -> int:
         try:
             scenarios = [s for s in SCENARIOS if args.only in s.name]
             results = await measure(targets, scenarios, args.duration)
-            rss = procstat.rss_bytes(ours.pid)
+            rss = {name: procstat.rss_bytes(pid) for name, (_, pid) in targets.items() if pid}
         finally:
             if litellm_ctx is not None:
                 litellm_ctx.__exit__(None, None, None)
-    return report(results, scenarios, rss)
+            if nginx_ctx is not None:
+                nginx_ctx.__exit__(None, None, None)
+    summary(results, scenarios, list(targets), rss)
+    return report(results, scenarios, rss["ours"])
 
 
 async def measure(
@@ -244,6 +306,51 @@ async def measure(
                 flush=True,
             )
     return results
+
+
+def summary(
+    results: dict[tuple[str, str], Result], scenarios: list[Scenario], targets: list[str], rss: dict[str, int]
+) -> None:
+    """One row per target: what the issue's comparison with nginx needs."""
+    names = {s.name for s in scenarios}
+
+    def cell(scenario: str, target: str, what: str) -> str:
+        result = results.get((scenario, target))
+        if scenario not in names or result is None:
+            return "-"
+        if what == "rps":
+            return f"{result.rps:.0f}"
+        if what == "cpu":
+            return fmt(result.cpu_ms)
+        direct = results.get((scenario, "direct"))
+        return (
+            "-" if direct is None or target == "direct" else f"{result.percentile(0.5) - direct.percentile(0.5):+.2f}"
+        )
+
+    print("\n| target | req/s plain c=32 | req/s stream c=32 | CPU ms/req plain c=32 | CPU ms/req stream c=32 "
+          "| added p50 small c=1 (ms) | added p50 1 MiB image c=1 (ms) | RSS MiB |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for target in targets:
+        row = [
+            target,
+            cell("small plain c=32", target, "rps"),
+            cell("small stream c=32", target, "rps"),
+            cell("small plain c=32", target, "cpu"),
+            cell("small stream c=32", target, "cpu"),
+            cell("small plain c=1", target, "p50"),
+            cell("image 1MiB plain c=1", target, "p50"),
+            f"{rss[target] / 2**20:.0f}" if target in rss else "-",
+        ]
+        print("| " + " | ".join(row) + " |")
+    ours, nginx = results.get(("small plain c=32", "ours")), results.get(("small plain c=32", "nginx"))
+    if ours is not None and nginx is not None and ours.cpu_ms and nginx.cpu_ms:
+        print(f"\nours / nginx CPU per request at c=32: {ours.cpu_ms / nginx.cpu_ms:.1f}x (target <= 5x)")
+    image = "image 1MiB plain c=1"
+    if (image, "nginx") in results and (image, "ours") in results and (image, "direct") in results:
+        direct = results[(image, "direct")].percentile(0.5)
+        ours_added = results[(image, "ours")].percentile(0.5) - direct
+        nginx_added = max(0.5, results[(image, "nginx")].percentile(0.5) - direct)
+        print(f"ours / nginx added p50 for a 1 MiB image at c=1: {ours_added / nginx_added:.1f}x (target <= 3x)")
 
 
 def report(results: dict[tuple[str, str], Result], scenarios: list[Scenario], rss: int) -> int:
@@ -290,6 +397,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per scenario and target")
     parser.add_argument("--skip-litellm", action="store_true", help="compare with direct calls only")
     parser.add_argument("--only", default="", help="run only scenarios whose name contains this text")
+    parser.add_argument("--skip-nginx", action="store_true", help="leave nginx out")
+    parser.add_argument(
+        "--upstream", choices=["vllm", "raw"], default="vllm", help="a fake that parses bodies as vLLM does, or not"
+    )
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

@@ -21,6 +21,7 @@ from common.log import configure_logging
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
 from gateway.config import ProxyConfig, load_config, per_worker
+from gateway.dataplane import GatewayApp
 from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
@@ -139,16 +140,18 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
                 await router.shared.close()
             await client.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Gateway", summary="One OpenAI-compatible endpoint for local and cloud models", lifespan=lifespan
     )
     app.add_middleware(RequestIdMiddleware)
-    _add_error_handlers(app, metrics)
+    app.respond = _add_error_handlers(app, metrics)
 
-    # The data plane uses plain Starlette routes: FastAPI's per-request dependency and
-    # exit-stack machinery costs more than the rest of a small request's handling.
+    # The data plane skips FastAPI's stack (gateway.dataplane); the same handlers stay mounted
+    # as plain routes, so the router answers other methods on these paths with 405.
     for path, endpoint, field, _ in _PROXY_ENDPOINTS:
-        app.router.routes.append(Route(path, _proxy_endpoint(endpoint, field), methods=["POST"], name=endpoint))
+        handler = _proxy_endpoint(endpoint, field)
+        app.data_plane[path] = handler
+        app.router.routes.append(Route(path, handler, methods=["POST"], name=endpoint))
     _document_proxy_endpoints(app)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, tags=["openai"])
@@ -261,7 +264,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
     return await state.forwarder.forward(call, route)
 
 
-def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> Callable[[Request, GatewayError], Response]:
     def respond(request: Request, error: GatewayError) -> Response:
         accounting: Accounting | None = getattr(request.state, "accounting", None)
         if accounting is not None:
@@ -274,3 +277,4 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return error_response(error, getattr(request.state, "request_id", None))
 
     install_error_handlers(app, respond, log)
+    return respond

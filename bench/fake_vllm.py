@@ -1,0 +1,71 @@
+"""A fake deployment that reads requests the way vLLM's server does: FastAPI parses and validates
+the whole JSON body into pydantic models before answering, so a 1 MiB image costs the upstream
+what it costs vLLM. Answers are fixed (no model).
+
+Run: ``python -m bench.fake_vllm --port 9000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response, StreamingResponse
+
+from bench.fake_upstream import COMPLETION, STREAM_EVENTS
+
+
+class ImageUrl(BaseModel):
+    url: str
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+    image_url: ImageUrl | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    max_tokens: int | None = None
+    stream_options: dict[str, Any] | None = None
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: ChatCompletionRequest) -> Response:
+        if request.stream:
+            return StreamingResponse(iter([STREAM_EVENTS]), media_type="text/event-stream")
+        return Response(COMPLETION, media_type="application/json")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="uvloop")
+
+
+if __name__ == "__main__":
+    main()
