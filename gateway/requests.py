@@ -20,6 +20,10 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image", "video_url"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MODEL_KEY = b'"model"'
+_STREAM_KEY = b'"stream"'
+_IMAGE_TOKENS = (b'"image_url"', b'"input_image"', b'"video_url"', b'"type":"image"', b'"type": "image"')
+# Bodies larger than this (images) are scanned, not parsed: see scan_facts.
+SCAN_ABOVE_BYTES = 256 * 1024
 _MAX_QUOTES_SCANNED = 50_000
 # A reused parser keeps the capacity of the largest body it saw; larger bodies get their own.
 _REUSE_PARSER_UP_TO = 4 * 1024 * 1024
@@ -59,6 +63,10 @@ class BodyInspector:
 
     def inspect(self, raw: bytes, field: str) -> RequestFacts:
         """Validate ``model``, the endpoint's main ``field`` and ``stream``, and look for images."""
+        if len(raw) > SCAN_ABOVE_BYTES:
+            scanned = scan_facts(raw, field)
+            if scanned is not None:
+                return scanned
         parser = self._parser if len(raw) <= _REUSE_PARSER_UP_TO else simdjson.Parser()
         try:
             body = _parse(parser, raw)
@@ -110,6 +118,64 @@ def _has_images(messages: simdjson.Array) -> bool:
                 if isinstance(part, simdjson.Object) and part.get("type") in _IMAGE_PART_TYPES:
                     return True
     return False
+
+
+def scan_facts(raw: bytes, field: str) -> RequestFacts | None:
+    """``model``, ``stream`` and images of a large body from a scan of its bytes, without parsing
+    megabytes of base64; None when the scan cannot be sure (the caller then parses the body).
+
+    Such a body is not validated here: the deployment parses it anyway and its 400 is passed on.
+    Keys are found as in ``replace_model``; an image part is any unescaped image type token.
+    """
+    found = _key_values(raw, (_MODEL_KEY, _STREAM_KEY, b'"' + field.encode() + b'"'))
+    if found is None:
+        return None
+    models, streams, fields = found
+    if len(models) != 1 or len(streams) > 1 or not fields:
+        return None
+    model = _json_string_at(raw, models[0])
+    if not model:
+        return None
+    stream = False
+    if streams:
+        if raw.startswith(b"true", streams[0]):
+            stream = True
+        elif not raw.startswith(b"false", streams[0]):
+            return None
+    images = field == "messages" and any(token in raw for token in _IMAGE_TOKENS)
+    return RequestFacts(model, stream, images)
+
+
+def _key_values(raw: bytes, keys: tuple[bytes, ...]) -> list[list[int]] | None:
+    """For each key token, where the values of its unescaped ``"key":`` occurrences start."""
+    found: list[list[int]] = [[] for _ in keys]
+    position, hops = raw.find(b'"'), 0
+    while position >= 0:
+        hops += 1
+        if hops > _MAX_QUOTES_SCANNED:
+            return None
+        for index, key in enumerate(keys):
+            if raw.startswith(key, position) and not _escaped(raw, position):
+                after = _skip_space(raw, position + len(key))
+                if raw[after : after + 1] == b":":
+                    found[index].append(_skip_space(raw, after + 1))
+        position = raw.find(b'"', position + 1)
+    return found
+
+
+def _json_string_at(raw: bytes, start: int) -> str | None:
+    if raw[start : start + 1] != b'"':
+        return None
+    end = raw.find(b'"', start + 1)
+    while end >= 0 and _escaped(raw, end):
+        end = raw.find(b'"', end + 1)
+    if end < 0:
+        return None
+    try:
+        value = orjson.loads(raw[start : end + 1])
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def replace_model(raw: bytes, current: str, new: str) -> list[bytes | memoryview] | None:
