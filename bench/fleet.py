@@ -23,7 +23,7 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.gateway import KEY, Scenario, body, ensure_litellm, free_port, load, started, wait_until_up
+from bench.gateway import KEY, Scenario, body, free_port, litellm_proxy, load, started, wait_until_up
 
 SCENARIOS = [Scenario("small plain c=32", 32, False, False), Scenario("small stream c=32", 32, True, False)]
 
@@ -111,15 +111,12 @@ async def run(args: argparse.Namespace) -> int:
                     await measure(name, f"http://127.0.0.1:{port}", gateway.pid, redis_port if shared else None, args)
                 )
         if not args.skip_litellm:
-            binary = ensure_litellm()
             port = free_port()
             (work / "litellm.yaml").write_text(yaml.safe_dump({
                 "model_list": [{"model_name": "bench", "litellm_params": {
                     "model": "hosted_vllm/fake", "api_base": f"http://127.0.0.1:{upstream_port}/v1"}}],
                 "general_settings": {"master_key": KEY}}))  # fmt: skip
-            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
-            command = [str(binary), "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1"]
-            command += ["--port", str(port), "--num_workers", "1", "--telemetry", "False"]
+            command, env = litellm_proxy(work / "litellm.yaml", port)
             with started(command, env, work / "litellm.log") as litellm:
                 await wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", litellm, 180)
                 rows.append(

@@ -157,6 +157,15 @@ def ensure_litellm() -> Path:
     return binary
 
 
+def litellm_proxy(config: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of LiteLLM Proxy serving ``config`` with one worker on ``port``."""
+    binary = ensure_litellm()
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
+    command = [str(binary), "--config", str(config), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--num_workers", "1", "--telemetry", "False"]
+    return command, env
+
+
 @contextmanager
 def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
@@ -269,10 +278,7 @@ async def run(args: argparse.Namespace) -> int:
             print("nginx is not installed (apt-get install nginx-light): measured without it")
         litellm_ctx = None
         if not args.skip_litellm:
-            binary = ensure_litellm()
-            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
-            command = [str(binary), "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1"]
-            command += ["--port", str(litellm_port), "--num_workers", "1", "--telemetry", "False"]
+            command, env = litellm_proxy(work / "litellm.yaml", litellm_port)
             litellm_ctx = started(command, env, work / "litellm.log")
             litellm = litellm_ctx.__enter__()
             await wait_until_up(f"http://127.0.0.1:{litellm_port}/health/liveliness", litellm, 180)

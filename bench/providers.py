@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bench import procstat
-from bench.gateway import KEY, Scenario, body, ensure_litellm, free_port, load, started, wait_until_up
+from bench.gateway import KEY, Scenario, body, free_port, litellm_proxy, load, started, wait_until_up
 
 SCENARIOS = [Scenario("anthropic plain c=32", 32, False, False), Scenario("anthropic stream c=32", 32, True, False)]
 
@@ -60,10 +60,7 @@ async def run(args: argparse.Namespace) -> int:
         targets = {"ours (litellm SDK path)": (ours_port, ours.pid)}
         litellm_ctx = None
         if not args.skip_litellm:
-            binary = ensure_litellm()
-            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
-            command = [str(binary), "--config", str(work / "config.yaml"), "--host", "127.0.0.1"]
-            command += ["--port", str(litellm_port), "--num_workers", "1", "--telemetry", "False"]
+            command, env = litellm_proxy(work / "config.yaml", litellm_port)
             litellm_ctx = started(command, env, work / "litellm.log")
             litellm = litellm_ctx.__enter__()
             await wait_until_up(f"http://127.0.0.1:{litellm_port}/health/liveliness", litellm, 180)
