@@ -244,3 +244,29 @@ async def test_the_frame_latency_histogram_is_observed(
     await _events_until_done(service, session_id)
     metrics = (await service.http.get("/metrics")).text
     assert "video_frame_description_seconds_count 1.0" in metrics
+
+
+async def test_another_keys_session_is_invisible_everywhere(
+    upstream: UpstreamFactory, video_service: ServiceFactory, videos: Videos
+) -> None:
+    gateway = await upstream("gateway")
+    service = await video_service(gateway_url=gateway.url, client_keys=["key-alice-123", "key-bob-456"])
+    alice = {"Authorization": "Bearer key-alice-123"}
+    bob = {"Authorization": "Bearer key-bob-456"}
+    session_id = (await _upload(service, videos.short_mp4, alice)).json()["session_id"]
+    await _events_until_done(service, session_id, alice)
+    for method, path in [
+        ("GET", f"/sessions/{session_id}/frames"),
+        ("GET", f"/sessions/{session_id}/frames/0.jpg"),
+        ("GET", f"/sessions/{session_id}/events"),
+        ("GET", f"/summaries/{session_id}"),
+        ("DELETE", f"/sessions/{session_id}"),
+    ]:
+        response = await service.http.request(method, path, headers=bob)
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"]["code"] == "session_not_found"
+    refused = await service.http.post("/chat", json={"session_id": session_id, "question": "what?"}, headers=bob)
+    assert refused.status_code == 404
+    # Nothing of it was touched: the owner still sees all of it.
+    assert (await service.http.get(f"/sessions/{session_id}/frames/0.jpg", headers=alice)).status_code == 200
+    assert (await service.http.get(f"/status/{session_id}", headers=alice)).json()["status"] == "completed"
