@@ -51,6 +51,8 @@ def summary_line(summary: Summary) -> str:
 
 
 OVERVIEW_SHARE = 0.4  # of the budget, at most, for summaries when not every description fits
+SUMMARIES_HEADER = "Summaries of the video, part by part:\n"
+FRAMES_HEADER = "Frame descriptions most related to the question:\n"
 
 
 @dataclass(frozen=True)
@@ -124,14 +126,21 @@ def build_context(
     levels: dict[int, list[Summary]] = {0: summaries} if summaries else {}
     for node in overviews or []:
         levels.setdefault(node.level, []).append(node)
-    summary_lines, level = overview(levels, int(budget_tokens * OVERVIEW_SHARE), tokens)
-    remaining = budget_tokens - (tokens.count("\n".join(summary_lines)) if summary_lines else 0)
+    headers = tokens.count(SUMMARIES_HEADER) + tokens.count(FRAMES_HEADER) + 2
+    summary_lines, level = overview(levels, int(budget_tokens * OVERVIEW_SHARE) - headers, tokens)
+    remaining = budget_tokens - headers - (tokens.count("\n".join(summary_lines)) if summary_lines else 0)
     chosen = _pick_frames(described, remaining, tokens, ranked, window)
+    if not chosen and not summary_lines and described and remaining > 0:
+        # A context too small for any whole description (a tiny model): the best one, cut short.
+        best = next((f for f in described if ranked and f.index == ranked[0]), described[len(described) // 2])
+        cut = frame_line(best)[: tokens.chars_for(remaining - 1)]
+        if cut:
+            return Context(FRAMES_HEADER + cut, 0, 1, (best.index,), None)
     parts = []
     if summary_lines:
-        parts.append("Summaries of the video, part by part:\n" + "\n".join(summary_lines))
+        parts.append(SUMMARIES_HEADER + "\n".join(summary_lines))
     if chosen:
-        parts.append("Frame descriptions most related to the question:\n" + "\n".join(frame_line(f) for f in chosen))
+        parts.append(FRAMES_HEADER + "\n".join(frame_line(f) for f in chosen))
     return Context("\n\n".join(parts), len(summary_lines), len(chosen), tuple(f.index for f in chosen), level)
 
 
@@ -148,10 +157,11 @@ def _pick_frames(
         inside = [f for f in described if window[0] <= f.timestamp_s <= window[1]]
         share = budget if not ranked else budget * 2 // 3
         candidates += _evenly_fitting(inside, share, tokens)
-    if ranked is not None:
+    if ranked:
         candidates += [by_index[i] for i in ranked if i in by_index]
-    else:
-        candidates += _evenly(described, len(described))
+    # Whatever room is left goes to descriptions spread over the whole video, so a question
+    # with no telling word ("what happens?") still sees all of it.
+    candidates += _evenly_fitting(described, budget, tokens)
     chosen: dict[int, FrameRecord] = {}
     for frame in candidates:
         if frame.index in chosen:

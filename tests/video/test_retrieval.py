@@ -161,3 +161,17 @@ async def test_search_spans_the_callers_sessions_only(
     assert (await service.http.get("/search", params={"q": "hello"})).status_code == 401
     bad = await service.http.get("/search", params={"q": "x", "limit": "0"}, headers=alice)
     assert bad.status_code == 400
+
+
+@pytest.mark.service
+async def test_a_question_without_telling_words_sees_the_whole_video(tmp_path: Path) -> None:
+    store, (data,) = _store(tmp_path, 1)
+    question = "What happens in the video?"
+    ranked = await Retriever(store).rank("s", question)
+    assert ranked == []
+    context = build_context(data.frames, data.summaries, question, BUDGET, 20, ranked=ranked)
+    moments = sorted(context.moments)
+    assert len(moments) > 50
+    assert moments[0] < 200
+    assert moments[-1] > 3400, "the frames are spread over the whole hour"
+    store.close()
