@@ -185,6 +185,8 @@ class JobRunner:
         except Exception:
             log.exception("job failed", extra={"session_id": session_id})
             self._fail(session_id, "the analysis failed unexpectedly; see the service log")
+        finally:
+            self._roll_up_locks.pop(session_id, None)
 
     def _fail(self, session_id: str, message: str) -> None:
         self.metrics.jobs.labels("failed").inc()
@@ -254,7 +256,6 @@ class JobRunner:
                 await self._summarise(session.id, batch_index, roll_up=False)
         await self._roll_up(session.id, final=True)
         await self._embed_missing(session.id)
-        self._roll_up_locks.pop(session.id, None)
         described, failed = self.store.counts(session.id)
         warnings = list(report.warnings)
         if failed:
