@@ -187,7 +187,10 @@ def replace_model(raw: bytes, current: str, new: str) -> list[bytes | memoryview
     an object key, so a single one is the top-level key the parser saw. The scan jumps
     from quote to quote (memchr), so base64 payloads cost next to nothing.
     """
-    value = orjson.dumps(current)
+    try:
+        value = orjson.dumps(current)
+    except orjson.JSONEncodeError:
+        return None  # not encodable as UTF-8 (a lone surrogate): the caller re-serialises
     span: tuple[int, int] | None = None
     position, hops = raw.find(b'"'), 0
     while position >= 0:

@@ -14,7 +14,8 @@ from gateway.errors import InvalidRequest
 from gateway.requests import BodyInspector, RequestFacts, replace_model
 
 pytestmark = pytest.mark.unit
-PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized, so that CI sees the same examples every run.
+PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 # Text with everything JSON can carry, lone UTF-16 surrogates included.
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
