@@ -260,7 +260,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
         principal.check_rate()
     accounting = Accounting(state.metrics, request_id, route.group.name, stream)
     request.state.accounting = accounting
-    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, caller)
+    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller)
     return await state.forwarder.forward(call, route)
 
 

@@ -44,8 +44,8 @@ class Call:
     has_images: bool
     request_id: str
     accounting: Accounting
-    caller: KeyLimits | None = None  # the key's shared limits, until one attempt was admitted
-    key_limits: KeyLimits | None = None  # the same, kept to count the response's tokens
+    key_limits: KeyLimits | None = None  # the key's shared limits (Redis), when it has any
+    key_counted: bool = False  # an attempt was admitted: the key is counted once per request
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
 
     def parsed(self) -> dict[str, Any]:
@@ -115,12 +115,13 @@ class Forwarder:
         for attempt in range(attempts):
             lease = f"{call.request_id}:{call.accounting.attempts}"
             try:
-                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout, call.caller, lease)
+                caller = None if call.key_counted else call.key_limits
+                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout, caller, lease)
             except GatewayError:
                 if last is not None:
                     raise last.error from None
                 raise
-            call.caller = None  # the key is counted once per request, not per attempt
+            call.key_counted = True
             tried.add(deployment.id)
             call.accounting.deployment = deployment.id
             call.accounting.attempts += 1
