@@ -64,7 +64,7 @@ class Context:
     summary_level: int | None = None  # 0: batch summaries; n: summaries of level n-1 ones
 
 
-def spread(items: list[str], fits: Callable[[list[str]], bool]) -> list[str]:
+def spread(items: list[T], fits: Callable[[list[T]], bool]) -> list[T]:
     """As many of ``items`` as fit, evenly spread over them (the whole video, not its start)."""
     if fits(items):
         return items
@@ -175,11 +175,8 @@ def _pick_frames(
 
 
 def _evenly_fitting(frames: list[FrameRecord], budget: int, tokens: TokenEstimate) -> list[FrameRecord]:
-    costs = [tokens.count(frame_line(f)) + 1 for f in frames]
-    if sum(costs) <= budget:
-        return frames
-    average = max(1, sum(costs) // max(1, len(costs)))
-    return _evenly(frames, budget // average)
+    costs = {f.index: tokens.count(frame_line(f)) + 1 for f in frames}
+    return spread(frames, lambda chosen: sum(costs[f.index] for f in chosen) <= budget)
 
 
 @dataclass
