@@ -90,6 +90,16 @@ def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+async def serve_aiohttp(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app on a loopback socket; the runner (to clean up) and ``http://host:port``."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
+    await runner.setup()
+    sock = free_socket(host, port)
+    await web.SockSite(runner, sock).start()
+    bound_host, bound_port = sock.getsockname()[:2]
+    return runner, f"http://{bound_host}:{bound_port}"
+
+
 @dataclass
 class FakeUpstream:
     """An OpenAI-compatible server; ``url`` ends in ``/v1``."""
@@ -113,13 +123,8 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        sock = free_socket(host, port)
-        site = web.SockSite(self._runner, sock)
-        await site.start()
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}/v1"
+        self._runner, origin = await serve_aiohttp(app, host, port)
+        self.url = f"{origin}/v1"
         return self
 
     async def stop(self) -> None:

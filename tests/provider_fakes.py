@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes import Behaviour, free_socket
+from tests.fakes import Behaviour, serve_aiohttp
 
 WEATHER_TOOL = "get_weather"
 
@@ -40,12 +40,8 @@ class ProviderFake:
             app.router.add_post("/v1/messages", self._anthropic)
         else:
             app.router.add_post("/v1beta/models/{action}", self._gemini)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        sock = free_socket()
-        await web.SockSite(self._runner, sock).start()
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}" + ("/v1beta" if self.kind == "gemini" else "")
+        self._runner, origin = await serve_aiohttp(app)
+        self.url = origin + ("/v1beta" if self.kind == "gemini" else "")
         return self
 
     async def stop(self) -> None:
