@@ -21,7 +21,7 @@ from bench.kitchen import EVENTS, Footage, footage
 from video.chat import build_context, frame_line, summary_line
 from video.jobs import EventHub, JobRunner, JobSettings
 from video.retrieval import Retriever
-from video.store import FrameRecord, Session, Store, Summary
+from video.store import FrameRecord, Session, SQLiteStore, Store, Summary
 from video.time_ranges import time_range
 
 BUDGET_TOKENS = 6000
@@ -60,7 +60,7 @@ class _Overviews:
 
 async def stored(data: Footage, directory: Path) -> tuple[Store, str]:
     """The footage in a store, as a finished job leaves it (descriptions, summaries, overview tree)."""
-    store = Store(directory / "bench.db")
+    store = SQLiteStore(directory / "bench.db")
     session = Session("bench", None, "kitchen.mp4", "", "completed", {}, None, data.duration_s, len(data.frames))
     store.create_session(session)
     for frame in data.frames:

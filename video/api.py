@@ -23,7 +23,7 @@ from video.jobs import EventHub, JobRunner, JobSettings
 from video.retrieval import Embedder, Retriever
 from video.settings import VideoSettings
 from video.state import ChatRequest, ServiceState, session_or_404
-from video.store import Store
+from video.store import open_store
 
 log = logging.getLogger("video")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -57,7 +57,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "videos").mkdir(exist_ok=True)
-        store = Store(settings.data_dir / "video.db")
+        store = open_store(settings.database_url, settings.data_dir)
         client = AsyncOpenAI(
             base_url=settings.gateway_url,
             api_key=settings.api_key,

@@ -15,10 +15,10 @@ from openai import AsyncOpenAI
 from video.chat import ChatModel, build_context
 from video.fanout import Describer, fan_out, timestamp_label
 from video.probe import VideoRejected, probe
-from video.retrieval import fts_query
+from video.retrieval import query_terms
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, expected_frames, sample
 from video.settings import VideoSettings
-from video.store import FrameRecord, Session, Store, Summary
+from video.store import FrameRecord, Session, SQLiteStore, Summary
 from video.time_ranges import time_range
 
 
@@ -100,13 +100,12 @@ async def _analyze(args: argparse.Namespace) -> int:
 
 def _rank(frames: list[FrameRecord], question: str, duration_s: float) -> list[int]:
     """The frames best matching the question (BM25), from an in-memory index of this run's descriptions."""
-    store = Store(Path(":memory:"))
+    store = SQLiteStore(Path(":memory:"))
     try:
         store.create_session(Session("run", None, "", "", "completed", {}, None, duration_s, len(frames)))
         for frame in frames:
             store.save_frame("run", frame.index, frame.timestamp_s, frame.description, frame.error)
-        query = fts_query(question)
-        return store.rank_frames("run", query, 400) if query else []
+        return store.rank_frames("run", query_terms(question), 400)
     finally:
         store.close()
 

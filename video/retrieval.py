@@ -29,10 +29,9 @@ _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 RRF_K = 60
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 query matching any of the text's meaningful words (quoted, so no word is an operator)."""
-    terms = [t for t in dict.fromkeys(_TERM.findall(text.lower())) if t not in STOP_WORDS]
-    return " OR ".join(f'"{t}"' for t in terms) or None
+def query_terms(text: str) -> list[str]:
+    """The text's meaningful words, lower-cased, each once, in order (what full-text search matches)."""
+    return [t for t in dict.fromkeys(_TERM.findall(text.lower())) if t not in STOP_WORDS]
 
 
 def fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
@@ -86,15 +85,13 @@ class Retriever:
 
     async def rank(self, session_id: str, question: str, limit: int = 400) -> list[int]:
         """Frame indices, best first: BM25, fused with dense similarity when embeddings exist."""
-        query = fts_query(question)
-        lexical = self.store.rank_frames(session_id, query, limit) if query else []
+        lexical = self.store.rank_frames(session_id, query_terms(question), limit)
         dense = [index for _, index in await self._dense([session_id], question, limit)]
         return fuse([lexical, dense])[:limit] if dense else lexical
 
     async def search(self, owner: str | None, sessions: list[str], question: str, limit: int) -> list[Moment]:
         """The best moments across ``sessions`` (all of them ``owner``'s)."""
-        query = fts_query(question)
-        lexical = self.store.search(owner, query, limit * 4) if query else []
+        lexical = self.store.search(owner, query_terms(question), limit * 4)
         dense = await self._dense(sessions, question, limit * 4)
         if not dense:
             return lexical[:limit]

@@ -18,6 +18,7 @@ class VideoSettings(BaseSettings):
     vision_model: str = "vision"
     chat_model: str = "chat"
     embedding_model: str | None = None  # a gateway embeddings group: descriptions are embedded for search
+    database_url: str | None = None  # postgresql://... shares the store between machines; default: SQLite in data_dir
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)

@@ -15,8 +15,9 @@ from tests.video.test_api import _events_until_done, _upload
 from video.chat import ChatModel, build_context
 from video.context_window import TokenEstimate
 from video.jobs import EventHub, JobRunner, JobSettings
-from video.retrieval import Embedder, Retriever, fts_query, fuse
-from video.store import Session, Store
+from video.retrieval import Embedder, Retriever, fuse, query_terms
+from video.store import Session, SQLiteStore, Store
+from video.store.sqlite import match_expression
 from video.time_ranges import time_range
 
 BUDGET = 6000
@@ -24,7 +25,7 @@ BUDGET = 6000
 
 def _store(tmp_path: Path, hours: float) -> tuple[Store, list]:
     data = footage(hours)
-    store = Store(tmp_path / "video.db")
+    store = SQLiteStore(tmp_path / "video.db")
     store.create_session(
         Session("s", None, "kitchen.mp4", "", "completed", {}, None, data.duration_s, len(data.frames))
     )
@@ -55,9 +56,9 @@ def test_time_questions_become_time_ranges(question: str, expected: tuple[float,
 
 @pytest.mark.unit
 def test_queries_keep_the_words_that_matter_and_no_operators() -> None:
-    assert fts_query("When is there a bicycle in the kitchen?") == '"bicycle" OR "kitchen"'
-    assert fts_query('"NOT" AND (cat*) NEAR') == '"not" OR "cat" OR "near"'
-    assert fts_query("what is it?") is None
+    assert query_terms("When is there a bicycle in the kitchen?") == ["bicycle", "kitchen"]
+    assert match_expression(query_terms('"NOT" AND (cat*) NEAR')) == '"not" OR "cat" OR "near"'
+    assert query_terms("what is it?") == []
     assert fuse([[1, 2, 3], [3, 4]])[:2] == [3, 1]
 
 

@@ -17,7 +17,7 @@ from tests.fakes import FakeUpstream
 from tests.video.conftest import RunningService, ServiceFactory, Videos, make_video
 from tests.video.test_api import _events_until_done, _upload
 from video.jobs import EventHub, JobRunner, JobSettings
-from video.store import Session, Store
+from video.store import Session, SQLiteStore
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -67,7 +67,7 @@ async def test_jobs_beyond_the_limit_queue_in_order_and_share_the_frame_bound(
 
 
 async def test_after_a_restart_running_jobs_resume_first_then_the_queue_in_order(tmp_path: Path) -> None:
-    store = Store(tmp_path / "video.db")
+    store = SQLiteStore(tmp_path / "video.db")
     for index, (name, status) in enumerate([("a", "queued"), ("b", "queued"), ("c", "processing"), ("d", "queued")]):
         store.create_session(Session(name, None, f"{name}.mp4", str(tmp_path / "missing.mp4"), status, {}, None, 1, 1))
         store._db.execute("UPDATE sessions SET created_at = ? WHERE id = ?", (1000 + index, name))
@@ -123,7 +123,7 @@ async def test_shutdown_mid_job_leaves_no_stray_task(
                     break
     await served.stop()
     assert _errors(caplog) == []
-    store = Store(tmp_path / "data" / "video.db")
+    store = SQLiteStore(tmp_path / "data" / "video.db")
     assert store.get_session(session_id).status == "processing"  # type: ignore[union-attr]  # resumes at next start
     store.close()
 

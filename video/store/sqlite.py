@@ -1,4 +1,4 @@
-"""Durable storage of sessions, frame descriptions, summaries and job state (SQLite, WAL)."""
+"""The embedded store: one SQLite file in WAL mode, shared safely by the processes of one machine."""
 
 from __future__ import annotations
 
@@ -8,76 +8,45 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA = resources.files("video").joinpath("schema.sql").read_text(encoding="utf-8")
+from video.store.base import SessionGone
+from video.store.migrations import migrations
+from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
 
-STATUSES = ("queued", "processing", "completed", "failed")
-
-
-@dataclass
-class Session:
-    id: str
-    owner: str | None
-    filename: str
-    video_path: str
-    status: str
-    options: dict[str, Any]
-    prompt: str | None
-    duration_s: float
-    total_frames: int
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
+BUSY_TIMEOUT_S = 30  # another process's write transaction is waited for this long
 
 
-@dataclass(frozen=True)
-class FrameRecord:
-    index: int
-    timestamp_s: float
-    description: str | None
-    error: str | None
+def match_expression(terms: list[str]) -> str:
+    """An FTS5 query matching any of ``terms`` (quoted, so no word is an operator)."""
+    return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
 
 
-@dataclass(frozen=True)
-class Summary:
-    batch_index: int
-    start_s: float
-    end_s: float
-    frame_count: int
-    summary: str
-    level: int = 0  # 0: a batch of frames; n: a group of level n-1 summaries
-
-
-@dataclass(frozen=True)
-class Moment:
-    """A frame found by a search, with the session it belongs to."""
-
-    session_id: str
-    filename: str
-    index: int
-    timestamp_s: float
-    description: str
-
-
-class Store:
-    """One SQLite database; every method is a short transaction, safe from any thread."""
+class SQLiteStore:
+    """One SQLite database; every method is a short transaction, safe from any thread and process."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            self._migrate()
             self._index_existing_rows()
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT)")
+        applied = {r[0] for r in self._db.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations("sqlite"):
+            if version not in applied:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\n"
+                    f"INSERT OR IGNORE INTO schema_migrations VALUES ({version}, '{name}');\nCOMMIT;"
+                )
 
     def _index_existing_rows(self) -> None:
         """Fill the full-text indexes of a database written before they existed."""
@@ -105,7 +74,7 @@ class Store:
         now = time.time()
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
                 (
                     session.id,
                     session.owner,
@@ -170,13 +139,28 @@ class Store:
         error: str | None = None,
         thumbnail: bytes | None = None,
     ) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
-                "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
-                "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail)",
-                (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
-            )
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
+                    "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
+                    "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at",
+                    (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise SessionGone(session_id) from exc
+
+    def clock(self) -> float:
+        return time.time()
+
+    def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT created_at, frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
+                "AND created_at >= ? ORDER BY created_at",
+                (session_id, since),
+            ).fetchall()
+        return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         """Frames ``first``..``last`` (inclusive; all by default) in order."""
@@ -188,10 +172,12 @@ class Store:
             ).fetchall()
         return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
 
-    def described_indices(self, session_id: str) -> set[int]:
+    def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT frame_index FROM frames WHERE session_id = ? AND description IS NOT NULL", (session_id,)
+                "SELECT frame_index FROM frames WHERE session_id = ? AND description IS NOT NULL "
+                "AND frame_index >= ? AND frame_index <= ?",
+                (session_id, first, last if last is not None else 2**62),
             ).fetchall()
         return {r[0] for r in rows}
 
@@ -215,6 +201,12 @@ class Store:
     def save_summary(self, session_id: str, summary: Summary) -> None:
         """Store a batch summary (level 0) or an overview (level 1 and up); a retry replaces it."""
         values = (summary.start_s, summary.end_s, summary.frame_count, summary.summary)
+        try:
+            self._write_summary(session_id, summary, values)
+        except sqlite3.IntegrityError as exc:
+            raise SessionGone(session_id) from exc
+
+    def _write_summary(self, session_id: str, summary: Summary, values: tuple[float, float, int, str]) -> None:
         with self._transaction() as db:
             if summary.level == 0:
                 db.execute(
@@ -239,8 +231,11 @@ class Store:
             ).fetchall()
         return [Summary(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    def rank_frames(self, session_id: str, query: str, limit: int) -> list[int]:
-        """Frame indices of the session best matching a full-text ``query`` (BM25), best first."""
+    def rank_frames(self, session_id: str, terms: list[str], limit: int) -> list[int]:
+        """Frame indices of the session best matching any of ``terms`` (BM25), best first."""
+        if not terms:
+            return []
+        query = match_expression(terms)
         with self._lock:
             rows = self._db.execute(
                 "SELECT f.frame_index FROM frames_fts JOIN frames f ON f.rowid = frames_fts.rowid "
@@ -249,8 +244,11 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def rank_summaries(self, session_id: str, query: str, limit: int) -> list[int]:
-        """Batch indices of the session's summaries best matching ``query`` (BM25), best first."""
+    def rank_summaries(self, session_id: str, terms: list[str], limit: int) -> list[int]:
+        """Batch indices of the session's summaries best matching any of ``terms`` (BM25), best first."""
+        if not terms:
+            return []
+        query = match_expression(terms)
         with self._lock:
             rows = self._db.execute(
                 "SELECT s.batch_index FROM summaries_fts JOIN summaries s ON s.rowid = summaries_fts.rowid "
@@ -259,8 +257,11 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def search(self, owner: str | None, query: str, limit: int) -> list[Moment]:
-        """The frames of ``owner``'s sessions best matching ``query`` (BM25), best first."""
+    def search(self, owner: str | None, terms: list[str], limit: int) -> list[Moment]:
+        """The frames of ``owner``'s sessions best matching any of ``terms`` (BM25), best first."""
+        if not terms:
+            return []
+        query = match_expression(terms)
         with self._lock:
             rows = self._db.execute(
                 "SELECT f.session_id, s.filename, f.frame_index, f.timestamp_s, f.description FROM frames_fts "

@@ -1,0 +1,127 @@
+"""One body of tests for both stores: the embedded SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from video.store import Session, SessionGone, Store, Summary, open_store
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'video.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(database_url, tmp_path)
+    yield opened
+    opened.close()
+
+
+def _session(session_id: str, owner: str | None = "alice", status: str = "queued") -> Session:
+    path = f"/media/{session_id}.mp4"
+    return Session(session_id, owner, f"{session_id}.mp4", path, status, {"fps": 1.0}, None, 60, 60)
+
+
+def test_sessions_round_trip_in_creation_order(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        store.create_session(_session(name, status="processing" if name == "b" else "queued"))
+    store.create_session(_session("a"))  # a retried create is a no-op
+    store.update_session("c", status="failed", error="bad video", warnings=["gap at 3s"])
+    found = store.get_session("c")
+    assert found is not None
+    assert (found.status, found.error, found.warnings) == ("failed", "bad video", ["gap at 3s"])
+    assert found.options == {"fps": 1.0}
+    assert [s.id for s in store.sessions_with_status("queued", "processing")] == ["a", "b"]
+    assert {s.id for s in store.list_sessions("alice")} == {"a", "b", "c"}
+    assert store.list_sessions(None) == []
+    assert store.get_session("zzz") is None
+
+
+def test_frame_writes_are_idempotent_and_streamable(store: Store) -> None:
+    store.create_session(_session("s"))
+    before = store.clock()
+    store.save_frame("s", 0, 0.0, "a red car", None, b"jpeg0")
+    store.save_frame("s", 1, 1.0, None, "the gateway answered 503")
+    store.save_frame("s", 1, 1.0, "a blue car")  # the retried frame replaces its failure
+    store.save_frame("s", 0, 0.0, "a red car", None, None)  # a second write keeps the thumbnail
+    assert store.counts("s") == (2, 0)
+    assert store.thumbnail("s", 0) == b"jpeg0"
+    assert store.thumbnail("s", 1) is None
+    assert store.described_indices("s") == {0, 1}
+    assert store.described_indices("s", 1, 5) == {1}
+    assert [f.description for f in store.frames("s")] == ["a red car", "a blue car"]
+    stored = store.frames_stored_since("s", before)
+    assert sorted(s.frame.index for s in stored) == [0, 1]
+    assert store.frames_stored_since("s", store.clock() + 1) == []
+
+
+def test_full_text_ranking_and_search_by_owner(store: Store) -> None:
+    store.create_session(_session("s"))
+    store.create_session(_session("other", owner="bob"))
+    texts = ["a cat sleeps on the sofa", "a man rides a bicycle", "two bicycles and a cat", "an empty kitchen"]
+    for index, text in enumerate(texts):
+        store.save_frame("s", index, float(index), text)
+        store.save_frame("other", index, float(index), text)
+    ranked = store.rank_frames("s", ["bicycle"], 10)
+    assert set(ranked) == {1, 2}  # stemmed: "bicycles" matches
+    assert store.rank_frames("s", [], 10) == []
+    assert store.rank_frames("s", ["giraffe"], 10) == []
+    hits = store.search("alice", ["kitchen"], 10)
+    assert [(m.session_id, m.index) for m in hits] == [("s", 3)]
+    store.save_summary("s", Summary(0, 0, 3, 4, "cats and bicycles in a flat"))
+    store.save_summary("s", Summary(1, 4, 7, 4, "an empty kitchen"))
+    assert store.rank_summaries("s", ["kitchen"], 5) == [1]
+
+
+def test_summaries_overviews_and_embeddings(store: Store) -> None:
+    store.create_session(_session("s"))
+    for index in range(3):
+        store.save_frame("s", index, float(index), f"frame {index}")
+    store.save_summary("s", Summary(0, 0, 2, 3, "first"))
+    store.save_summary("s", Summary(0, 0, 2, 3, "first, again"))
+    store.save_summary("s", Summary(0, 0, 2, 3, "top", level=1))
+    assert [s.summary for s in store.summaries("s")] == ["first, again"]
+    assert [(s.level, s.summary) for s in store.overviews("s")] == [(1, "top")]
+    store.save_embeddings("s", "embed", {0: b"\x00" * 8, 7: b"\x01" * 8})  # frame 7 does not exist
+    assert store.embeddings(["s"], "embed") == [("s", 0, b"\x00" * 8)]
+    assert [f.index for f in store.frames_without_embedding("s", "embed", 10)] == [1, 2]
+    assert [f.index for f in store.frames_at("s", [2, 0])] == [0, 2]
+
+
+def test_a_deleted_session_takes_everything_with_it(store: Store) -> None:
+    store.create_session(_session("s"))
+    store.save_frame("s", 0, 0.0, "x")
+    store.save_summary("s", Summary(0, 0, 0, 1, "x"))
+    store.delete_session("s")
+    assert store.frames("s") == []
+    assert store.summaries("s") == []
+    with pytest.raises(SessionGone):
+        store.save_frame("s", 1, 1.0, "late result of a cancelled job")
+    with pytest.raises(SessionGone):
+        store.save_summary("s", Summary(1, 0, 0, 1, "late"))
+
+
+def test_migrations_run_once(database_url: str, tmp_path: Path) -> None:
+    first = open_store(database_url, tmp_path)
+    first.create_session(_session("kept"))
+    first.close()
+    second = open_store(database_url, tmp_path)
+    assert second.get_session("kept") is not None
+    second.close()
+
+
+@pytest.mark.unit
+def test_unknown_database_urls_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_store("mysql://x", tmp_path)

@@ -1,0 +1,83 @@
+"""The store's interface: one set of short transactions, implemented on SQLite and PostgreSQL.
+
+Every write is idempotent per key (session; session and frame; session and batch), so a job
+retried after a crash, on this process or another, stores each result once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
+
+
+class SessionGone(Exception):
+    """The session was deleted while its job was still writing to it."""
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
+
+    def create_session(self, session: Session) -> None: ...
+
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    def list_sessions(self, owner: str | None) -> list[Session]: ...
+
+    def sessions_with_status(self, *statuses: str) -> list[Session]: ...
+
+    def update_session(self, session_id: str, **fields: Any) -> None: ...
+
+    def delete_session(self, session_id: str) -> None: ...
+
+    def save_frame(
+        self,
+        session_id: str,
+        index: int,
+        timestamp_s: float,
+        description: str | None,
+        error: str | None = None,
+        thumbnail: bytes | None = None,
+    ) -> None:
+        """Store (or replace) one frame's result; raises ``SessionGone`` once the session is deleted."""
+        ...
+
+    def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]: ...
+
+    def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
+        """Frames written at or after ``since`` (the store's clock), oldest write first."""
+        ...
+
+    def clock(self) -> float:
+        """The store's current time, the clock ``frames_stored_since`` compares with."""
+        ...
+
+    def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]: ...
+
+    def counts(self, session_id: str) -> tuple[int, int]:
+        """(described frames, failed frames)."""
+        ...
+
+    def thumbnail(self, session_id: str, index: int) -> bytes | None: ...
+
+    def save_summary(self, session_id: str, summary: Summary) -> None: ...
+
+    def summaries(self, session_id: str) -> list[Summary]: ...
+
+    def overviews(self, session_id: str) -> list[Summary]: ...
+
+    def rank_frames(self, session_id: str, terms: list[str], limit: int) -> list[int]:
+        """Frame indices best matching any of ``terms`` (BM25 or the backend's ranking), best first."""
+        ...
+
+    def rank_summaries(self, session_id: str, terms: list[str], limit: int) -> list[int]: ...
+
+    def search(self, owner: str | None, terms: list[str], limit: int) -> list[Moment]: ...
+
+    def save_embeddings(self, session_id: str, model: str, vectors: dict[int, bytes]) -> None: ...
+
+    def embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, int, bytes]]: ...
+
+    def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]: ...
+
+    def frames_at(self, session_id: str, indices: list[int]) -> list[FrameRecord]: ...

@@ -1,0 +1,329 @@
+"""The shared store: PostgreSQL, for API replicas and workers on any number of machines."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+
+from video.store.base import SessionGone
+from video.store.migrations import migrations
+from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
+
+T = TypeVar("T")
+Connection = psycopg.Connection[TupleRow]
+MIGRATION_LOCK = 0x76696465  # one process migrates at a time
+NOW = "extract(epoch from clock_timestamp())"
+SESSION_COLUMNS = (
+    "id, owner, filename, video_path, status, options, prompt, duration_s, total_frames, warnings, error, "
+    "created_at, updated_at"
+)
+
+
+def ts_query(terms: list[str]) -> str:
+    """A tsquery matching any of ``terms`` (each quoted, so no word is an operator)."""
+    return " | ".join("'" + t.replace("'", "").replace("\\", "") + "'" for t in terms)
+
+
+class PostgresStore:
+    """One connection per process, used by one thread at a time; reconnects once the server is back."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._run(self._migrate)
+
+    def _connect(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        return self._conn
+
+    def _run(self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` (idempotent); a connection lost on the way is reopened and it runs again."""
+        with self._lock:
+            try:
+                return operation(self._connect())
+            except psycopg.OperationalError:
+                if self._conn is not None and not self._conn.broken:
+                    raise
+                self._conn = None
+                return operation(self._connect())
+
+    def _migrate(self, conn: Connection) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT)")
+            applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations("postgres"):
+                if version not in applied:
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+    def create_session(self, session: Session) -> None:
+        def insert(conn: Connection) -> None:
+            conn.execute(
+                f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES "  # noqa: S608
+                f"(%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s::jsonb,%s,{NOW},{NOW}) ON CONFLICT (id) DO NOTHING",
+                (
+                    session.id,
+                    session.owner,
+                    session.filename,
+                    session.video_path,
+                    session.status,
+                    json.dumps(session.options),
+                    session.prompt,
+                    session.duration_s,
+                    session.total_frames,
+                    json.dumps(session.warnings),
+                    session.error,
+                ),
+            )
+
+        self._run(insert)
+
+    def _sessions(self, where: str, params: tuple[Any, ...], order: str) -> list[Session]:
+        sql = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {where} ORDER BY {order}"  # noqa: S608
+        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [_session(row) for row in rows]
+
+    def get_session(self, session_id: str) -> Session | None:
+        found = self._sessions("id = %s", (session_id,), "id")
+        return found[0] if found else None
+
+    def list_sessions(self, owner: str | None) -> list[Session]:
+        return self._sessions("owner IS NOT DISTINCT FROM %s", (owner,), "created_at DESC")
+
+    def sessions_with_status(self, *statuses: str) -> list[Session]:
+        return self._sessions("status = ANY(%s)", (list(statuses),), "created_at, seq")
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        allowed = {"status", "total_frames", "warnings", "error", "duration_s"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {unknown}")
+        values = {k: json.dumps(v) if k == "warnings" else v for k, v in fields.items()}
+        assignments = ", ".join(f"{k} = %s::jsonb" if k == "warnings" else f"{k} = %s" for k in values)
+        sql = f"UPDATE sessions SET {assignments}, updated_at = {NOW} WHERE id = %s"  # noqa: S608
+        self._run(lambda conn: conn.execute(sql, (*values.values(), session_id)))
+
+    def delete_session(self, session_id: str) -> None:
+        self._run(lambda conn: conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)))
+
+    def save_frame(
+        self,
+        session_id: str,
+        index: int,
+        timestamp_s: float,
+        description: str | None,
+        error: str | None = None,
+        thumbnail: bytes | None = None,
+    ) -> None:
+        sql = (
+            "INSERT INTO frames (session_id, frame_index, timestamp_s, description, error, thumbnail, stored_at) "  # noqa: S608
+            f"VALUES (%s,%s,%s,%s,%s,%s,{NOW}) ON CONFLICT (session_id, frame_index) DO UPDATE SET "
+            "timestamp_s = excluded.timestamp_s, description = excluded.description, error = excluded.error, "
+            "thumbnail = COALESCE(excluded.thumbnail, frames.thumbnail), stored_at = excluded.stored_at"
+        )
+        try:
+            self._run(lambda conn: conn.execute(sql, (session_id, index, timestamp_s, description, error, thumbnail)))
+        except pg_errors.ForeignKeyViolation as exc:
+            raise SessionGone(session_id) from exc
+
+    def clock(self) -> float:
+        row = self._run(lambda conn: conn.execute(f"SELECT {NOW}").fetchone())
+        assert row is not None
+        return float(row[0])
+
+    def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT stored_at, frame_index, timestamp_s, description, error FROM frames "
+                "WHERE session_id = %s AND stored_at >= %s ORDER BY stored_at",
+                (session_id, since),
+            ).fetchall()
+        )
+        return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = %s "
+                "AND frame_index >= %s AND frame_index <= %s ORDER BY frame_index",
+                (session_id, first, last if last is not None else 2**31 - 1),
+            ).fetchall()
+        )
+        return [FrameRecord(*r) for r in rows]
+
+    def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT frame_index FROM frames WHERE session_id = %s AND description IS NOT NULL "
+                "AND frame_index >= %s AND frame_index <= %s",
+                (session_id, first, last if last is not None else 2**31 - 1),
+            ).fetchall()
+        )
+        return {r[0] for r in rows}
+
+    def counts(self, session_id: str) -> tuple[int, int]:
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT COUNT(description), COUNT(*) FILTER (WHERE description IS NULL AND error IS NOT NULL) "
+                "FROM frames WHERE session_id = %s",
+                (session_id,),
+            ).fetchone()
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def thumbnail(self, session_id: str, index: int) -> bytes | None:
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT thumbnail FROM frames WHERE session_id = %s AND frame_index = %s", (session_id, index)
+            ).fetchone()
+        )
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Store a batch summary (level 0) or an overview (level 1 and up); a retry replaces it."""
+        values = (summary.start_s, summary.end_s, summary.frame_count, summary.summary)
+        if summary.level == 0:
+            sql = (
+                "INSERT INTO summaries (session_id, batch_index, start_s, end_s, frame_count, summary) "
+                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (session_id, batch_index) DO UPDATE SET "
+                "start_s = excluded.start_s, end_s = excluded.end_s, frame_count = excluded.frame_count, "
+                "summary = excluded.summary"
+            )
+            params: tuple[Any, ...] = (session_id, summary.batch_index, *values)
+        else:
+            sql = (
+                "INSERT INTO overviews VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (session_id, level, node_index) "
+                "DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s, "
+                "frame_count = excluded.frame_count, summary = excluded.summary"
+            )
+            params = (session_id, summary.level, summary.batch_index, *values)
+        try:
+            self._run(lambda conn: conn.execute(sql, params))
+        except pg_errors.ForeignKeyViolation as exc:
+            raise SessionGone(session_id) from exc
+
+    def summaries(self, session_id: str) -> list[Summary]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT batch_index, start_s, end_s, frame_count, summary FROM summaries WHERE session_id = %s "
+                "ORDER BY batch_index",
+                (session_id,),
+            ).fetchall()
+        )
+        return [Summary(*r) for r in rows]
+
+    def overviews(self, session_id: str) -> list[Summary]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT node_index, start_s, end_s, frame_count, summary, level FROM overviews "
+                "WHERE session_id = %s ORDER BY level, node_index",
+                (session_id,),
+            ).fetchall()
+        )
+        return [Summary(*r) for r in rows]
+
+    def rank_frames(self, session_id: str, terms: list[str], limit: int) -> list[int]:
+        if not terms:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT frame_index FROM frames, to_tsquery('english', %s) q WHERE session_id = %s "
+                "AND search @@ q ORDER BY ts_rank_cd(search, q) DESC, frame_index LIMIT %s",
+                (ts_query(terms), session_id, limit),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    def rank_summaries(self, session_id: str, terms: list[str], limit: int) -> list[int]:
+        if not terms:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT batch_index FROM summaries, to_tsquery('english', %s) q WHERE session_id = %s "
+                "AND search @@ q ORDER BY ts_rank_cd(search, q) DESC, batch_index LIMIT %s",
+                (ts_query(terms), session_id, limit),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    def search(self, owner: str | None, terms: list[str], limit: int) -> list[Moment]:
+        if not terms:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT f.session_id, s.filename, f.frame_index, f.timestamp_s, f.description "
+                "FROM frames f JOIN sessions s ON s.id = f.session_id, to_tsquery('english', %s) q "
+                "WHERE f.search @@ q AND s.owner IS NOT DISTINCT FROM %s "
+                "ORDER BY ts_rank_cd(f.search, q) DESC LIMIT %s",
+                (ts_query(terms), owner, limit),
+            ).fetchall()
+        )
+        return [Moment(*r) for r in rows]
+
+    def save_embeddings(self, session_id: str, model: str, vectors: dict[int, bytes]) -> None:
+        """Store frame embeddings (float32 bytes); a frame deleted meanwhile is skipped."""
+
+        def insert(conn: Connection) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO frame_embeddings SELECT %s, %s, %s, %s "
+                    "WHERE EXISTS (SELECT 1 FROM frames WHERE session_id = %s AND frame_index = %s) "
+                    "ON CONFLICT (session_id, frame_index) DO UPDATE SET model = excluded.model, "
+                    "vector = excluded.vector",
+                    [(session_id, index, model, vector, session_id, index) for index, vector in vectors.items()],
+                )
+
+        self._run(insert)
+
+    def embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, int, bytes]]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT session_id, frame_index, vector FROM frame_embeddings WHERE model = %s "
+                "AND session_id = ANY(%s)",
+                (model, session_ids),
+            ).fetchall()
+        )
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT f.frame_index, f.timestamp_s, f.description, f.error FROM frames f "
+                "LEFT JOIN frame_embeddings e ON e.session_id = f.session_id AND e.frame_index = f.frame_index "
+                "AND e.model = %s WHERE f.session_id = %s AND f.description IS NOT NULL AND e.vector IS NULL "
+                "ORDER BY f.frame_index LIMIT %s",
+                (model, session_id, limit),
+            ).fetchall()
+        )
+        return [FrameRecord(*r) for r in rows]
+
+    def frames_at(self, session_id: str, indices: list[int]) -> list[FrameRecord]:
+        if not indices:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = %s "
+                "AND frame_index = ANY(%s) ORDER BY frame_index",
+                (session_id, indices),
+            ).fetchall()
+        )
+        return [FrameRecord(*r) for r in rows]
+
+
+def _session(row: tuple[Any, ...]) -> Session:
+    return Session(*row)
