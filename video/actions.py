@@ -77,7 +77,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
         session_id, owner, received.filename, str(path), "queued", stored_options, prompt, info.duration_s, total
     )
     state.store.create_session(session)
-    state.runner.start(session_id)
+    await state.jobs.start(session_id)
     return {
         "session_id": session_id,
         "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video",
@@ -89,7 +89,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
 
 async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dict[str, Any]:
     session = session_or_404(state, body.session_id, owner)
-    progress = state.runner.progress(session.id)
+    progress = state.jobs.progress(session.id)
     frames = state.store.frames(session.id)
     if not any(f.description for f in frames):
         raise InvalidRequest(
@@ -161,9 +161,9 @@ async def image(request: Request, state: ServiceState) -> dict[str, Any]:
 
 
 async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[bytes]:
-    queue = state.runner.events.subscribe(session_id)
+    queue = state.jobs.events.subscribe(session_id)
     try:
-        current = state.runner.progress(session_id)
+        current = state.jobs.progress(session_id)
         yield b"event: status\ndata: " + orjson.dumps(current) + b"\n\n"
         if current.get("status") in ("completed", "failed"):
             return
@@ -177,7 +177,7 @@ async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[by
             if event["event"] in ("completed", "failed"):
                 return
     finally:
-        state.runner.events.unsubscribe(session_id, queue)
+        state.jobs.events.unsubscribe(session_id, queue)
 
 
 async def search(state: ServiceState, owner: str | None, query: str, limit: int) -> dict[str, Any]:

@@ -10,20 +10,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
-from openai import AsyncOpenAI
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
 from common.auth import bearer_token, digest, find_key
 from common.errors import AuthenticationFailed, InvalidRequest, NotFound, error_response, install_error_handlers
 from video import actions
-from video.chat import ChatModel
-from video.fanout import Describer, timestamp_label
-from video.jobs import EventHub, JobRunner, JobSettings
-from video.retrieval import Embedder, Retriever
+from video.components import Components, build_components
+from video.fanout import timestamp_label
+from video.jobs import EventHub, JobEngine, LocalEngine
+from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.state import ChatRequest, ServiceState, session_or_404
-from video.store import open_store
+from video.store import Store, open_store
 
 log = logging.getLogger("video")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -58,45 +57,28 @@ def create_app(settings: VideoSettings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "videos").mkdir(exist_ok=True)
         store = open_store(settings.database_url, settings.data_dir)
-        client = AsyncOpenAI(
-            base_url=settings.gateway_url,
-            api_key=settings.api_key,
-            max_retries=settings.max_retries,
-            timeout=settings.request_timeout_s,
-        )
-        describer = Describer(client, settings.vision_model, max_tokens=settings.description_max_tokens)
-        chat = ChatModel(
-            client,
-            settings.chat_model,
-            max_tokens=settings.answer_max_tokens,
-            context_tokens=settings.chat_context_tokens,
-            budget_tokens=settings.context_token_budget,
-        )
-        job_settings = JobSettings(
-            max_concurrency=settings.max_concurrency,
-            max_jobs=settings.max_jobs,
-            max_video_pixels=settings.max_video_pixels,
-            frames_per_request=settings.frames_per_request,
-            summary_batch_size=settings.summary_batch_size,
-            max_video_bytes=settings.max_upload_bytes,
-            max_duration_s=settings.max_duration_s,
-        )
-        embedder = Embedder(client, settings.embedding_model) if settings.embedding_model else None
-        runner = JobRunner(store, describer, chat, EventHub(), job_settings, embedder=embedder)
+        parts = build_components(settings, store)
+        jobs = await _engine(settings, store, parts)
         keys = settings.all_client_keys()
         if not keys:
             log.warning("no client keys configured: the video service is open to anyone who can reach it")
         state = ServiceState(
-            settings, store, runner, describer, chat, [digest(k) for k in keys], Retriever(store, embedder)
+            settings,
+            store,
+            jobs,
+            parts.describer,
+            parts.chat,
+            [digest(k) for k in keys],
+            Retriever(store, parts.embedder),
         )
-        resumed = runner.resume_all()
+        resumed = await jobs.resume_all()
         if resumed:
             log.info("resumed %d job(s)", resumed)
         try:
             yield {"video": state}
         finally:
-            await runner.shutdown()
-            await client.close()
+            await jobs.shutdown()
+            await parts.close()
             store.close()
 
     app = FastAPI(title="Video analysis", summary="Timestamped frame descriptions you can chat with", lifespan=lifespan)
@@ -114,7 +96,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"])
     async def metrics(state: StateDep) -> Response:
-        return Response(state.runner.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(state.jobs.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/upload", tags=["video"])
     async def upload(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
@@ -123,13 +105,13 @@ def create_app(settings: VideoSettings) -> FastAPI:
     @app.get("/status/{session_id}", tags=["video"])
     async def status(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
-        return state.runner.progress(session_id)
+        return state.jobs.progress(session_id)
 
     @app.get("/sessions", tags=["video"])
     async def sessions(state: StateDep, owner: OwnerDep) -> list[dict[str, Any]]:
         return [
             {
-                **state.runner.progress(s.id),
+                **state.jobs.progress(s.id),
                 "filename": s.filename,
                 "created_at": s.created_at,
                 "duration_s": s.duration_s,
@@ -213,7 +195,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
     @app.delete("/sessions/{session_id}", tags=["video"])
     async def delete(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session = session_or_404(state, session_id, owner)
-        await state.runner.cancel(session_id)
+        await state.jobs.cancel(session_id)
         state.store.delete_session(session_id)
         shutil.rmtree(Path(session.video_path).parent, ignore_errors=True)
         return {"session_id": session_id, "deleted": True}
@@ -223,6 +205,15 @@ def create_app(settings: VideoSettings) -> FastAPI:
         return await actions.image(request, state)
 
     return app
+
+
+async def _engine(settings: VideoSettings, store: Store, parts: Components) -> JobEngine:
+    """The configured engine: in this process (``local``) or on Temporal workers (``temporal``)."""
+    if settings.engine == "temporal":
+        from video.temporal.engine import TemporalEngine
+
+        return await TemporalEngine.connect(settings, store)
+    return LocalEngine(store, parts.describer, parts.summariser, EventHub(), parts.job_settings)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

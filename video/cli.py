@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,32 +133,86 @@ async def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> VideoSettings:
+    """Settings from the environment and ``.env``, overridden by the flags given."""
+    names = (
+        "gateway_url", "api_key", "vision_model", "chat_model", "data_dir", "host", "port", "keys_file", "engine",
+        "database_url", "temporal_address", "temporal_namespace", "temporal_task_queue",
+    )  # fmt: skip
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "client_key", None):
+        overrides["client_keys"] = args.client_key
+    return VideoSettings(**overrides)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from common.log import configure_logging
     from video.api import create_app
 
-    overrides = {
-        k: v
-        for k, v in {
-            "gateway_url": args.gateway_url,
-            "api_key": args.api_key,
-            "vision_model": args.vision_model,
-            "chat_model": args.chat_model,
-            "data_dir": args.data_dir,
-            "host": args.host,
-            "port": args.port,
-            "keys_file": args.keys_file,
-        }.items()
-        if v is not None
-    }
-    if args.client_key:
-        overrides["client_keys"] = args.client_key
-    settings = VideoSettings(**overrides)
+    settings = _settings(args)
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from common.log import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    if args.processes > 1:
+        return _worker_processes(args)
+    from video.temporal.worker import run_worker
+
+    try:
+        asyncio.run(run_worker(settings, args.concurrency, args.metrics_port, args.metrics_host))
+    except OSError as exc:
+        print(f"error: the worker could not start: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # the Temporal client's connection errors
+        print(f"error: cannot reach Temporal at {settings.temporal_address}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _worker_processes(args: argparse.Namespace) -> int:
+    """Start ``--processes`` single-process workers (metrics on consecutive ports); SIGTERM and
+    SIGINT are passed on, so each drains; the exit status is the worst of theirs."""
+    import signal
+    import subprocess
+
+    argv: list[str] = args.argv  # the same flags, one process each
+    children: list[subprocess.Popen[bytes]] = []
+    for number in range(args.processes):
+        child = _without_option(_without_option(argv, "--processes"), "--metrics-port")
+        child += ["--processes", "1"]
+        if args.metrics_port is not None:
+            child += ["--metrics-port", str(args.metrics_port + number)]
+        children.append(subprocess.Popen([sys.executable, "-m", "video", *child]))  # noqa: S603 (our own flags)
+
+    def forward(signum: int, _: object) -> None:
+        for process in children:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(process.wait() for process in children)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == name:
+            skip = True
+        elif not item.startswith(name + "="):
+            out.append(item)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,13 +226,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--vision-model", default=None if not required else "vision")
         command.add_argument("--chat-model", default=None if not required else "chat")
 
+    def job_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--data-dir", type=Path, help="uploaded videos (shared by every process when scaled out)")
+        command.add_argument("--engine", choices=("local", "temporal"), help="where jobs run (default: local)")
+        command.add_argument("--database-url", help="postgresql://... to share the store (default: SQLite)")
+        command.add_argument("--temporal-address", help="host:port of Temporal's frontend")
+        command.add_argument("--temporal-namespace")
+        command.add_argument("--temporal-task-queue")
+
     serve = commands.add_parser("serve", help="run the HTTP service")
     gateway_options(serve, required=False)
-    serve.add_argument("--data-dir", type=Path)
+    job_options(serve)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--client-key", action="append", help="a key clients must send (repeatable)")
     serve.add_argument("--keys-file", type=Path, help="client keys, one a line")
+
+    worker = commands.add_parser("worker", help="run Temporal workers that describe the frames of queued videos")
+    gateway_options(worker, required=False)
+    job_options(worker)
+    worker.add_argument("--concurrency", type=int, default=4, help="activities in flight per process (default 4)")
+    worker.add_argument("--processes", type=int, default=1, help="worker processes to start (default 1)")
+    worker.add_argument("--metrics-port", type=int, help="Prometheus metrics on this port (+1 per extra process)")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics port binds")
 
     analyze = commands.add_parser("analyze", help="describe a video file and answer a question, in-process")
     analyze.add_argument("file")
@@ -194,8 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     gateway_options(describe, required=True)
 
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.command == "serve":
         return _serve(args)
+    if args.command == "worker":
+        if args.concurrency < 1 or args.processes < 1:
+            parser.error("--concurrency and --processes must be at least 1")
+        code = _worker(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the Temporal SDK can crash at interpreter exit (sdk-python #300)
     if args.command == "analyze":
         if args.fps <= 0 or args.concurrency < 1:
             parser.error("--fps must be positive and --concurrency at least 1")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from temporalio.common import MetricMeter
 
 
 class _Jobs(Collector):
@@ -38,3 +42,20 @@ class VideoMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FrameMetrics:
+    """The frame metrics of a ``video worker``, exported with the Temporal SDK's own metrics (one
+    Prometheus endpoint per worker): ``video_frames{outcome}`` and ``video_frame_description_seconds``."""
+
+    def __init__(self, meter: MetricMeter) -> None:
+        self._frames = meter.create_counter("video_frames", "Frames sent to the vision model by outcome")
+        self._latency = meter.create_histogram_float(
+            "video_frame_description_seconds", "Time to describe one request's frames through the gateway", "s"
+        )
+
+    def frames(self, outcome: str, count: int) -> None:
+        self._frames.add(count, {"outcome": outcome})
+
+    def latency(self, seconds: float) -> None:
+        self._latency.record(seconds)

@@ -172,6 +172,8 @@ def sample(
     report: SamplingReport | None = None,
     skip: Callable[[int], bool] | None = None,
     stop: threading.Event | None = None,
+    first: int = 0,
+    last: int | None = None,
 ) -> Iterator[SampledFrame]:
     """Yield the sampled frames of ``path`` lazily, in order.
 
@@ -179,13 +181,17 @@ def sample(
     single-threaded decoder. Frames of the segment being read are yielded as they are
     encoded; later segments (at most ``workers - 1``) wait in memory as JPEGs.
     ``skip(index)`` True means the caller already has that frame (a resumed job).
+    ``first`` and ``last`` (inclusive) limit the pass to those target frames, numbered as in the
+    whole pass (a segment of a job; fixed-rate sampling only, as scene changes depend on what
+    came before).
     Setting ``stop`` (from any thread) ends the pass: the generator returns at its next
     frame and the decoders stop at theirs; closing the generator sets it too.
     """
     report = report if report is not None else SamplingReport()
     stop = stop if stop is not None else threading.Event()
     workers = max(1, options.workers or min(4, os.cpu_count() or 1))
-    segments = plan_segments(info, sample_times(info, options), workers)
+    targets = sample_times(info, options)[first : None if last is None else last + 1]
+    segments = plan_segments(info, targets, workers)
     threads = 0 if len(segments) == 1 else 1
 
     def encoder(image: np.ndarray) -> tuple[bytes, int, int, bytes, np.ndarray | None]:
@@ -205,7 +211,7 @@ def sample(
     gaps: list[tuple[float, float]] = []
     previous_scene: np.ndarray | None = None
     threshold = options.scene_threshold
-    index = 0
+    index = first
     pool = ThreadPoolExecutor(max_workers=min(workers, len(segments)))
     upcoming = iter(segments)
     running = deque(_Running(pool, starter(s)) for s in islice(upcoming, workers))

@@ -66,7 +66,7 @@ def plan_segments(info: VideoInfo, targets: list[float], workers: int, per_segme
     segments = []
     for index, group in enumerate(groups):
         last = index == len(groups) - 1
-        start = 0.0 if index == 0 else group[0]
+        start = group[0] if group else 0.0  # a pass over part of the video seeks to its first frame
         end = info.duration_s if last else groups[index + 1][0]
         segments.append(Segment(start, end, group, last))
     return segments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,20 @@ class VideoSettings(BaseSettings):
     request_timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     log_level: str = "info"
+    # Where jobs run: in this process (the embedded default), or on ``video worker`` processes through Temporal.
+    engine: Literal["local", "temporal"] = "local"
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "video-analysis"
+    temporal_api_key: str | None = None  # Temporal Cloud's API key (implies TLS)
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None  # client certificate (mTLS), PEM
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None  # server CA, PEM, when not a public one
+    temporal_segment_frames: int = Field(default=60, ge=1, le=1000)  # frames one activity describes
+    temporal_max_pending_activities: int = Field(default=500, ge=1, le=2000)  # per workflow (Temporal caps 2,000)
+    temporal_segments_per_run: int = Field(default=250, ge=1)  # then the workflow continues as new
+    temporal_heartbeat_timeout_s: float = Field(default=30, ge=1, le=600)  # a dead worker's work moves after this
 
     def all_client_keys(self) -> list[str]:
         """Keys from flags and environment plus one key a line from ``keys_file``."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from common.errors import NotFound
 from video.chat import ChatModel
 from video.fanout import Describer
-from video.jobs import JobRunner
+from video.jobs import JobEngine
 from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.store import Session, Store
@@ -24,7 +24,7 @@ class ChatRequest(BaseModel):
 class ServiceState:
     settings: VideoSettings
     store: Store
-    runner: JobRunner
+    jobs: JobEngine
     describer: Describer
     chat: ChatModel
     key_digests: list[bytes]

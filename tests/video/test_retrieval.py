@@ -14,7 +14,7 @@ from tests.video.conftest import ServiceFactory, Videos
 from tests.video.test_api import _events_until_done, _upload
 from video.chat import ChatModel, build_context
 from video.context_window import TokenEstimate
-from video.jobs import EventHub, JobRunner, JobSettings
+from video.jobs import Summariser
 from video.retrieval import Embedder, Retriever, fuse, query_terms
 from video.store import Session, SQLiteStore, Store
 from video.store.sqlite import match_expression
@@ -92,8 +92,7 @@ async def test_summaries_of_summaries_fit_any_budget_for_four_hours(tmp_path: Pa
     store, (data,) = _store(tmp_path, 4)  # 14,400 frames, 720 batch summaries
     fake = await upstream("chat")
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
-        runner = JobRunner(store, None, ChatModel(client, "chat"), EventHub(), JobSettings())  # type: ignore[arg-type]
-        await runner._roll_up("s", final=True)
+        await Summariser(store, ChatModel(client, "chat"), 20).roll_up("s", final=True)
     levels = [o.level for o in store.overviews("s")]
     assert levels.count(1) == 90
     assert max(levels) == 3
@@ -114,8 +113,7 @@ async def test_embeddings_find_what_words_miss(tmp_path: Path, upstream: Upstrea
     fake = await upstream("embed")
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
         embedder = Embedder(client, "embed")
-        runner = JobRunner(store, None, None, EventHub(), JobSettings(), embedder=embedder)  # type: ignore[arg-type]
-        await runner._embed_missing("s")
+        await Summariser(store, None, 20, embedder).embed_missing("s")  # type: ignore[arg-type]
         assert len(store.embeddings(["s"], "embed")) == 900
         assert all(len(body["input"]) > 1 for body in fake.bodies), "descriptions are embedded in batches"
         question = "Where is the bike?"  # the descriptions say "bicycle": no word in common

@@ -16,7 +16,7 @@ from tests.conftest import UpstreamFactory
 from tests.fakes import FakeUpstream
 from tests.video.conftest import RunningService, ServiceFactory, Videos, make_video
 from tests.video.test_api import _events_until_done, _upload
-from video.jobs import EventHub, JobRunner, JobSettings
+from video.jobs import EventHub, JobSettings, LocalEngine
 from video.store import Session, SQLiteStore
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
@@ -71,8 +71,8 @@ async def test_after_a_restart_running_jobs_resume_first_then_the_queue_in_order
     for index, (name, status) in enumerate([("a", "queued"), ("b", "queued"), ("c", "processing"), ("d", "queued")]):
         store.create_session(Session(name, None, f"{name}.mp4", str(tmp_path / "missing.mp4"), status, {}, None, 1, 1))
         store._db.execute("UPDATE sessions SET created_at = ? WHERE id = ?", (1000 + index, name))
-    runner = JobRunner(store, None, None, EventHub(), JobSettings(max_jobs=1))  # type: ignore[arg-type]
-    assert runner.resume_all() == 4
+    runner = LocalEngine(store, None, None, EventHub(), JobSettings(max_jobs=1))  # type: ignore[arg-type]
+    assert await runner.resume_all() == 4
     assert runner.running() == 1
     assert "queue_position" not in runner.progress("c")
     assert [runner.progress(s)["queue_position"] for s in ("a", "b", "d")] == [1, 2, 3]

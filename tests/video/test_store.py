@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401
+from tests.postgres_server import PostgresServer, postgres_server
 from video.store import Session, SessionGone, Store, Summary, open_store
+
+__all__ = ["postgres_server"]
 
 pytestmark = pytest.mark.service
 

@@ -1,0 +1,72 @@
+"""The seam between the API and whatever runs analysis jobs: in-process, or Temporal workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from video.jobs.events import EventHub
+from video.metrics import VideoMetrics
+from video.store import Store
+
+
+@dataclass
+class JobSettings:
+    max_concurrency: int = 16  # frames in flight across every running job (of this process)
+    max_jobs: int = 2  # jobs running at once; the others wait as 'queued', oldest first
+    frames_per_request: int = 1
+    summary_batch_size: int = 20
+    max_video_bytes: int | None = None
+    max_duration_s: float | None = None
+    max_video_pixels: int | None = None
+
+
+class JobEngine(Protocol):
+    """Starts, cancels and resumes jobs, and reports their progress; state lives in the store."""
+
+    events: EventHub
+    metrics: VideoMetrics
+
+    async def start(self, session_id: str) -> None:
+        """Run (or queue) the job of a session already in the store; idempotent."""
+        ...
+
+    async def cancel(self, session_id: str) -> None:
+        """Stop the session's job so that nothing more is spent on it."""
+        ...
+
+    async def resume_all(self) -> int:
+        """Make sure every unfinished job runs again after a restart; how many were resumed."""
+        ...
+
+    def progress(self, session_id: str) -> dict[str, Any]:
+        """The session's status and frame counts (empty when there is no such session)."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop this process's part; unfinished jobs stay in the store (or in Temporal)."""
+        ...
+
+
+def progress(store: Store, session_id: str, queue_position: int | None = None) -> dict[str, Any]:
+    """What ``/status`` reports, read from the store (so any process's work shows)."""
+    session = store.get_session(session_id)
+    if session is None:
+        return {}
+    described, failed = store.counts(session_id)
+    done = described + failed
+    total = max(session.total_frames, 1)
+    report: dict[str, Any] = {
+        "session_id": session_id,
+        "status": session.status,
+        "processed_frames": described,
+        "failed_frames": failed,
+        "total_frames": session.total_frames,
+        "progress_percentage": round(min(100.0, 100.0 * done / total), 1) if session.status != "completed" else 100.0,
+        "prompt": session.prompt,
+        "warnings": session.warnings,
+        "error": session.error,
+    }
+    if queue_position is not None:
+        report["queue_position"] = queue_position
+    return report

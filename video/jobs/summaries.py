@@ -1,0 +1,135 @@
+"""What a job does besides describing frames: batch summaries, summaries of summaries, embeddings,
+and the final status. Both engines use it; every write is idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import openai
+
+from video.chat import ChatModel
+from video.context_window import ContextTooSmall
+from video.retrieval import Embedder
+from video.store import FrameRecord, Store, Summary
+
+log = logging.getLogger("video.jobs")
+FAN_IN = 8  # summaries per summary one level up
+EMBED_BATCH = 32  # descriptions embedded together
+
+
+@dataclass
+class Summariser:
+    store: Store
+    chat: ChatModel
+    batch_size: int
+    embedder: Embedder | None = None
+    _roll_up_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def batch_frames(self, session_id: str, batch_index: int) -> list[FrameRecord]:
+        size = self.batch_size
+        return self.store.frames(session_id, batch_index * size, (batch_index + 1) * size - 1)
+
+    def batch_complete(self, session_id: str, batch_index: int) -> bool:
+        return len(self.batch_frames(session_id, batch_index)) == self.batch_size
+
+    async def summarise(self, session_id: str, batch_index: int, roll_up: bool = True) -> bool:
+        """Summarise one batch of described frames; False when there was nothing to summarise or it failed."""
+        described = [f for f in self.batch_frames(session_id, batch_index) if f.description]
+        if not described:
+            return False
+        try:
+            text = await self.chat.summarise(described)
+        except (openai.APIError, ContextTooSmall) as exc:
+            log.warning("summary failed", extra={"session_id": session_id, "batch": batch_index, "error": str(exc)})
+            return False
+        summary = Summary(batch_index, described[0].timestamp_s, described[-1].timestamp_s, len(described), text)
+        self.store.save_summary(session_id, summary)
+        if roll_up:
+            await self.roll_up(session_id, final=False)
+        return True
+
+    async def roll_up(self, session_id: str, final: bool) -> None:
+        """Summarise every full group of ``FAN_IN`` summaries into one a level up, so the overview of
+        any length of video fits any budget; ``final`` also summarises partial groups. A level of at
+        most ``FAN_IN`` summaries is the top."""
+        lock = self._roll_up_locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            level = 0
+            while True:
+                nodes = self.store.summaries(session_id) if level == 0 else self._level(session_id, level)
+                if len(nodes) <= FAN_IN:
+                    return  # a level this small is its own overview
+                done = {n.batch_index for n in self._level(session_id, level + 1)}
+                groups: dict[int, list[Summary]] = defaultdict(list)
+                for node in nodes:
+                    groups[node.batch_index // FAN_IN].append(node)
+                for parent, children in sorted(groups.items()):
+                    if parent in done or (len(children) < FAN_IN and not final):
+                        continue
+                    if not await self._summarise_group(session_id, level + 1, parent, children):
+                        return
+                if len(groups) <= 1:
+                    return
+                level += 1
+
+    def forget(self, session_id: str) -> None:
+        self._roll_up_locks.pop(session_id, None)
+
+    def _level(self, session_id: str, level: int) -> list[Summary]:
+        return [s for s in self.store.overviews(session_id) if s.level == level]
+
+    async def _summarise_group(self, session_id: str, level: int, index: int, children: list[Summary]) -> bool:
+        try:
+            text = await self.chat.summarise_summaries(children)
+        except (openai.APIError, ContextTooSmall) as exc:
+            log.warning("overview failed", extra={"session_id": session_id, "level": level, "error": str(exc)})
+            return False
+        frames = sum(c.frame_count for c in children)
+        self.store.save_summary(
+            session_id, Summary(index, children[0].start_s, children[-1].end_s, frames, text, level)
+        )
+        return True
+
+    async def embed_missing(self, session_id: str) -> None:
+        """Embed the session's described frames that have no vector yet (also after a resume)."""
+        if self.embedder is None:
+            return
+        while frames := self.store.frames_without_embedding(session_id, self.embedder.model, EMBED_BATCH * 2):
+            try:
+                vectors = await self.embedder.embed([f.description or "" for f in frames])
+            except openai.APIError as exc:
+                log.warning(
+                    "embedding failed; search uses words only", extra={"session_id": session_id, "error": str(exc)}
+                )
+                return
+            self.store.save_embeddings(
+                session_id, self.embedder.model, {f.index: v.tobytes() for f, v in zip(frames, vectors, strict=True)}
+            )
+
+    async def finish(self, session_id: str, produced: int, sampling_warnings: list[str]) -> str:
+        """Summarise what is left, roll up, embed, and set the final status ('completed' or 'failed')."""
+        summarised = {s.batch_index for s in self.store.summaries(session_id)}
+        last_batch = (produced - 1) // self.batch_size if produced else -1
+        for batch_index in range(last_batch + 1):
+            if batch_index not in summarised:
+                await self.summarise(session_id, batch_index, roll_up=False)
+        await self.roll_up(session_id, final=True)
+        await self.embed_missing(session_id)
+        described, failed = self.store.counts(session_id)
+        warnings = list(sampling_warnings)
+        if failed:
+            warnings.append(f"{failed} frame(s) could not be described; see GET /sessions/{session_id}/frames")
+        if described == 0 and produced > 0:
+            self.store.update_session(
+                session_id,
+                status="failed",
+                total_frames=produced,
+                warnings=warnings,
+                error="no frame could be described: is the gateway reachable?",
+            )
+            return "failed"
+        self.store.update_session(session_id, status="completed", total_frames=produced, warnings=warnings)
+        return "completed"
