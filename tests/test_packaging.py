@@ -122,3 +122,14 @@ def test_video_serve_answers_health(installed: Path, tmp_path: Path) -> None:
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+def test_video_worker_without_temporal_says_so_in_one_line(installed: Path, tmp_path: Path) -> None:
+    port = free_socket()
+    closed = port.getsockname()[1]
+    port.close()
+    result = _run(installed, "video", "worker", "--temporal-address", f"127.0.0.1:{closed}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot reach Temporal at 127.0.0.1:{closed}")
+    assert result.stderr.count("\n") == 1
+    assert (installed / "temporal").exists(), "the launch extra brings the Temporal CLI (dev server)"

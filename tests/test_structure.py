@@ -13,6 +13,7 @@ def test_video_service_does_not_import_the_gateway() -> None:
     code = (
         "import sys\n"
         "import video.api, video.cli, video.jobs, video.actions, video.upload, video.image\n"
+        "import video.temporal.worker, video.temporal.engine, video.store.postgres\n"
         "leaked = sorted(m for m in sys.modules if m == 'gateway' or m.startswith('gateway.'))\n"
         "print(','.join(leaked))\n"
     )

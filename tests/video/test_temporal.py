@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +17,14 @@ import httpx
 import orjson
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Replayer
 
 from tests.conftest import UpstreamFactory
 from tests.fakes import FakeUpstream
 from tests.postgres_server import PostgresServer, postgres_server
-from tests.temporal_server import TemporalServer, VideoApi, VideoProcess, temporal_server
+from tests.temporal_server import TemporalServer, VideoApi, VideoProcess, free_port, temporal_server
 from tests.video.conftest import make_video
+from video.temporal.workflows import VideoWorkflow
 
 __all__ = ["postgres_server", "temporal_server"]
 
@@ -243,3 +246,31 @@ async def test_ten_thousand_frames_complete_across_continue_as_new(stack: Callab
     assert (status["processed_frames"], status["failed_frames"]) == (10_000, 0)
     history = [e async for e in s.temporal.list_workflows(f"WorkflowId = '{job['workflow_id']}'")]
     assert len(history) >= 3, "50 segments at 20 a run continue as new at least twice"
+
+
+async def test_sigterm_drains_the_worker_processes_and_metrics_are_exported(stack: Callable[..., Any]) -> None:
+    s: Stack = await stack(delay_s=0.1, echo_prompt=True)
+    video = make_video(s.directory / "walk.mp4", seconds=30, fps=10)
+    port = free_port()
+    workers = VideoProcess(s.directory / "logs", s.env, "worker", "--processes", "2", "--metrics-port", str(port))
+    s.workers.append(workers)
+    api = await s.api()
+    job = await _upload(api, video, fps="2")
+
+    async def some_described() -> bool:
+        return bool((await _status(api, job["session_id"]))["processed_frames"] >= 8)
+
+    await _until(some_described, s)
+    async with httpx.AsyncClient() as http:
+        scraped = [(await http.get(f"http://127.0.0.1:{p}/metrics")).text for p in (port, port + 1)]
+    assert all("temporal_" in text for text in scraped), "each process exports the SDK's metrics"
+    assert any('video_frames{outcome="described"' in text for text in scraped)
+    assert any("video_frame_description_seconds_bucket" in text for text in scraped)
+    workers.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(workers.process.wait, 60) == 0
+    s.worker()
+    status = await _completed(api, job["session_id"], s)
+    assert (status["processed_frames"], status["failed_frames"]) == (60, 0)
+    assert max(s.frame_requests().values()) == 1, "a drained worker finishes what it started: nothing is paid twice"
+    handle = s.temporal.get_workflow_handle(job["workflow_id"])
+    await Replayer(workflows=[VideoWorkflow]).replay_workflow(await handle.fetch_history())
