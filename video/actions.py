@@ -18,8 +18,9 @@ from video.chat import Context, ContextTooSmall, build_context
 from video.context_window import TokenEstimate
 from video.fanout import timestamp_label
 from video.probe import VideoRejected, probe
+from video.protocol import ChatRequest
 from video.sampling import SamplingOptions, expected_frames
-from video.state import ChatRequest, ServiceState, session_or_404
+from video.state import ServiceState, session_or_404
 from video.store import Session
 from video.time_ranges import time_range
 from video.upload import receive_upload, safe_name

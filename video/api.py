@@ -19,9 +19,22 @@ from video import actions
 from video.components import Components, build_components
 from video.fanout import timestamp_label
 from video.jobs import EventHub, JobEngine, LocalEngine
+from video.protocol import (
+    ChatRequest,
+    ChatResponse,
+    DeleteResponse,
+    FramesResponse,
+    Health,
+    ImageResponse,
+    Progress,
+    SearchResponse,
+    SessionListItem,
+    SummariesResponse,
+    UploadResponse,
+)
 from video.retrieval import Retriever
 from video.settings import VideoSettings
-from video.state import ChatRequest, ServiceState, session_or_404
+from video.state import ServiceState, session_or_404
 from video.store import Store, open_store
 
 log = logging.getLogger("video")
@@ -90,7 +103,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -98,16 +111,16 @@ def create_app(settings: VideoSettings) -> FastAPI:
     async def metrics(state: StateDep) -> Response:
         return Response(state.jobs.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/upload", tags=["video"])
+    @app.post("/upload", tags=["video"], response_model=UploadResponse)
     async def upload(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         return await actions.upload(request, state, owner)
 
-    @app.get("/status/{session_id}", tags=["video"])
+    @app.get("/status/{session_id}", tags=["video"], response_model=Progress)
     async def status(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return state.jobs.progress(session_id)
 
-    @app.get("/sessions", tags=["video"])
+    @app.get("/sessions", tags=["video"], response_model=list[SessionListItem])
     async def sessions(state: StateDep, owner: OwnerDep) -> list[dict[str, Any]]:
         return [
             {
@@ -119,7 +132,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
             for s in state.store.list_sessions(owner)
         ]
 
-    @app.get("/sessions/{session_id}/frames", tags=["video"])
+    @app.get("/sessions/{session_id}/frames", tags=["video"], response_model=FramesResponse)
     async def frames(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return {
@@ -150,7 +163,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         session_or_404(state, session_id, owner)
         return StreamingResponse(actions.event_stream(state, session_id), media_type="text/event-stream")
 
-    @app.get("/summaries/{session_id}", tags=["video"])
+    @app.get("/summaries/{session_id}", tags=["video"], response_model=SummariesResponse)
     async def summaries(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return {
@@ -180,7 +193,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
             ],
         }
 
-    @app.get("/search", tags=["video"])
+    @app.get("/search", tags=["video"], response_model=SearchResponse)
     async def search(
         state: StateDep, owner: OwnerDep, q: Annotated[str, Query(min_length=1, max_length=500)], limit: int = 20
     ) -> dict[str, Any]:
@@ -188,11 +201,11 @@ def create_app(settings: VideoSettings) -> FastAPI:
             raise InvalidRequest("'limit' must be between 1 and 100", param="limit")
         return await actions.search(state, owner, q, limit)
 
-    @app.post("/chat", tags=["video"])
+    @app.post("/chat", tags=["video"], response_model=ChatResponse)
     async def chat(body: ChatRequest, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         return await actions.chat(body, state, owner)
 
-    @app.delete("/sessions/{session_id}", tags=["video"])
+    @app.delete("/sessions/{session_id}", tags=["video"], response_model=DeleteResponse)
     async def delete(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session = session_or_404(state, session_id, owner)
         await state.jobs.cancel(session_id)
@@ -200,7 +213,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         shutil.rmtree(Path(session.video_path).parent, ignore_errors=True)
         return {"session_id": session_id, "deleted": True}
 
-    @app.post("/image", tags=["video"])
+    @app.post("/image", tags=["video"], response_model=ImageResponse)
     async def image(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         return await actions.image(request, state)
 

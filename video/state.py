@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
-
 from common.errors import NotFound
 from video.chat import ChatModel
 from video.fanout import Describer
@@ -13,11 +11,6 @@ from video.jobs import JobEngine
 from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.store import Session, Store
-
-
-class ChatRequest(BaseModel):
-    session_id: str
-    question: str = Field(min_length=1, max_length=4000)
 
 
 @dataclass

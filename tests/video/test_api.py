@@ -60,6 +60,7 @@ async def test_upload_status_frames_summaries_chat(
         "prompt": None,
         "warnings": [],
         "error": None,
+        "queue_position": None,
     }
 
     frames = (await service.http.get(f"/sessions/{session_id}/frames")).json()["frames"]
