@@ -127,10 +127,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         gateway_port=args.gateway_port,
         video_port=args.video_port,
         with_video=not args.no_video,
+        engine=args.engine,
+        video_workers=args.video_workers,
     )
+    if args.video_workers < 1:
+        print("error: --video-workers must be at least 1", file=sys.stderr)
+        return 1
     try:
         services = plan_stack(options, print)
-    except RuntimeError as exc:
+    except (RuntimeError, LaunchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return stack_module.run_stack(services)
@@ -217,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-port", type=int, default=4000)
     up.add_argument("--video-port", type=int, default=8080)
     up.add_argument("--no-video", action="store_true")
+    up.add_argument(
+        "--engine",
+        choices=("local", "temporal"),
+        default="local",
+        help="where video jobs run: in the video service (default) or on Temporal workers (a dev server is started)",
+    )
+    up.add_argument("--video-workers", type=int, default=2, help="video worker processes with --engine temporal")
     up.set_defaults(handler=cmd_up)
     return parser
 

@@ -15,6 +15,7 @@ import yaml
 
 from common.env import read_env
 from launch.catalogue import find
+from launch.environment import temporal_cli
 from launch.gpu import detect_gpus
 from launch.profiles import PROFILES, Profile, select_profile, vllm_command
 from launch.stack import Service
@@ -38,6 +39,12 @@ class UpOptions:
     gateway_port: int = 4000
     video_port: int = 8080
     with_video: bool = True
+    engine: str = "local"  # where video jobs run: in the video service, or on Temporal workers
+    video_workers: int = 2
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_http_port: int = 7243
+    worker_metrics_port: int = 9464
     env_file: Path = Path(".env")
     state_dir: Path = Path(".launch")
 
@@ -172,6 +179,11 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     ]
     if options.with_video and _installed("video.cli"):
         video_url = f"http://{_client_host(options.host)}:{options.video_port}"
+        video_env = {**video_limits(profile), **video_gateway_key(env_seen)}
+        if options.engine == "temporal":
+            temporal = temporal_services(options, f"{gateway_url}/v1", video_env)
+            services += temporal
+            video_env = {**video_env, **temporal[0].env}
         services.append(
             Service(
                 "video",
@@ -185,13 +197,63 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
                     "--port",
                     str(options.video_port),
                 ],
-                {**video_limits(profile), **video_gateway_key(env_seen)},
+                video_env,
                 health_url=f"{video_url}/health",
                 ready_timeout_s=60,
                 announce=f"{video_url} (video upload, status and chat)",
             )
         )
     return services
+
+
+def temporal_services(options: UpOptions, gateway_v1: str, video_env: dict[str, str]) -> list[Service]:
+    """A Temporal dev server (its history kept in ``.launch/temporal.db``, UI on ``temporal_ui_port``)
+    and ``video worker`` processes; the video service then only starts and watches workflows."""
+    host = _client_host(options.host)
+    http_port = options.temporal_http_port
+    engine_env = {"VIDEO_ENGINE": "temporal", "VIDEO_TEMPORAL_ADDRESS": f"{host}:{options.temporal_port}"}
+    server = Service(
+        "temporal",
+        [
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip",
+            options.host,
+            "--port",
+            str(options.temporal_port),
+            "--http-port",
+            str(http_port),
+            "--ui-port",
+            str(options.temporal_ui_port),
+            "--db-filename",
+            str(options.state_dir / "temporal.db"),
+            "--log-level",
+            "warn",
+        ],
+        engine_env,
+        health_url=f"http://{host}:{http_port}/api/v1/namespaces/default",
+        ready_timeout_s=60,
+        announce=f"Temporal at {host}:{options.temporal_port}; its UI (every video job) at http://{host}:{options.temporal_ui_port}",
+    )
+    workers = Service(
+        "workers",
+        [
+            str(Path(sys.executable).parent / "video"),
+            "worker",
+            "--gateway-url",
+            gateway_v1,
+            "--processes",
+            str(options.video_workers),
+            "--metrics-port",
+            str(options.worker_metrics_port),
+        ],
+        {**video_env, **engine_env},
+        health_url=f"http://127.0.0.1:{options.worker_metrics_port}/metrics",
+        ready_timeout_s=60,
+        announce=f"{options.video_workers} video worker process(es); metrics from port {options.worker_metrics_port}",
+    )
+    return [server, workers]
 
 
 def video_limits(profile: Profile) -> dict[str, str]:
