@@ -218,3 +218,22 @@ def test_check_manifests_command(capsys: pytest.CaptureFixture[str]) -> None:
     overlays = [str(ROOT / "deploy" / "k8s" / "overlays" / name) for name in OVERLAYS]
     assert main(["check-manifests", *overlays]) == 0
     assert capsys.readouterr().out.count(": ok") == 2
+
+
+def test_prod_runs_video_jobs_on_temporal_workers() -> None:
+    from launch.manifests import render
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(ROOT / "deploy/k8s/overlays/prod")}
+    api = docs[("Deployment", "video")]["spec"]
+    assert api["replicas"] >= 2
+    assert api["strategy"]["type"] == "RollingUpdate"
+    assert docs[("PersistentVolumeClaim", "video-data")]["spec"]["accessModes"] == ["ReadWriteMany"]
+    worker = docs[("Deployment", "video-worker")]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"] == ["video", "worker"]
+    trigger = docs[("ScaledObject", "video-worker")]["spec"]["triggers"][0]
+    assert (trigger["type"], trigger["metadata"]["queueTypes"]) == ("temporal", "activity")
+    config = next(d for (kind, name), d in docs.items() if kind == "ConfigMap" and name.startswith("video-temporal"))
+    assert trigger["metadata"]["taskQueue"] == config["data"]["VIDEO_TEMPORAL_TASK_QUEUE"]
+    assert {("PodDisruptionBudget", "video"), ("PodDisruptionBudget", "video-worker")} <= set(docs)
+    dev = {(d["kind"], d["metadata"]["name"]) for d in render(ROOT / "deploy/k8s/overlays/dev")}
+    assert ("Deployment", "video-worker") not in dev, "dev keeps the embedded engine"
