@@ -1,4 +1,5 @@
-"""Video benchmark: frame extraction against ffmpeg, and fan-out efficiency against C/L.
+"""Video benchmark: frame extraction against ffmpeg, fan-out efficiency against C/L, and the
+local engine against Temporal workers (``bench.video_engines``).
 
 Run: ``python -m bench.video``. Extraction compares wall time on a 720p30 H.264 file at
 1 fps with ``ffmpeg -i IN -vf fps=1:round=up,scale=768:-2`` writing JPEGs (the system's
@@ -127,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=60, help="length of the 720p test video")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-engines", action="store_true", help="skip the local-vs-Temporal engine comparison")
     args = parser.parse_args()
     video = make_720p(args.seconds)
     out = Path(tempfile.mkdtemp(prefix="bench-ffmpeg-"))
@@ -141,6 +143,10 @@ def main() -> None:
     print(f"  {'PASS' if ratio <= 0.8 else 'FAIL'}  ours/ffmpeg <= 0.8x")
     print(f"  sampler process RSS after extraction: {rss_bytes(os.getpid()) / 2**20:.0f} MiB")
     asyncio.run(fan_out_efficiency(video, capacity=8, latency=0.1, concurrency=16, frames=1000))
+    if not args.no_engines:
+        from bench.video_engines import compare_engines
+
+        sys.exit(compare_engines(seconds=600, fps=2.0, workers=[1, 2, 4]))
     sys.exit(0)
 
 

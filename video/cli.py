@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI
+from pydantic import ValidationError
 
 from video.chat import ChatModel, build_context
 from video.fanout import Describer, fan_out, timestamp_label
@@ -19,7 +20,7 @@ from video.probe import VideoRejected, probe
 from video.retrieval import query_terms
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, expected_frames, sample
 from video.settings import VideoSettings
-from video.store import FrameRecord, Session, SQLiteStore, Summary
+from video.store import FrameRecord, Session, SQLiteStore, StoreUnavailable, Summary
 from video.time_ranges import time_range
 
 
@@ -168,7 +169,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run_worker(settings, args.concurrency, args.metrics_port, args.metrics_host))
-    except OSError as exc:
+    except (OSError, StoreUnavailable) as exc:
         print(f"error: the worker could not start: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # the Temporal client's connection errors
@@ -266,6 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        return _command(parser, args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "VIDEO_" + "_".join(str(p) for p in first["loc"]).upper()
+        print(f"error: {name}: {first['msg']}", file=sys.stderr)
+        return 2
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "worker":

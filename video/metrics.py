@@ -44,15 +44,20 @@ class VideoMetrics:
         return generate_latest(self.registry)
 
 
-class FrameMetrics:
-    """The frame metrics of a ``video worker``, exported with the Temporal SDK's own metrics (one
-    Prometheus endpoint per worker): ``video_frames{outcome}`` and ``video_frame_description_seconds``."""
+class WorkerMetrics:
+    """The job and frame metrics of a ``video worker``, exported with the Temporal SDK's own metrics
+    (one Prometheus endpoint per worker), under the names the in-process engine uses:
+    ``video_jobs_total{status}``, ``video_frames_total{outcome}``, ``video_frame_description_seconds``."""
 
     def __init__(self, meter: MetricMeter) -> None:
+        self._jobs = meter.create_counter("video_jobs", "Finished analysis jobs by outcome")
         self._frames = meter.create_counter("video_frames", "Frames sent to the vision model by outcome")
         self._latency = meter.create_histogram_float(
             "video_frame_description_seconds", "Time to describe one request's frames through the gateway", "s"
         )
+
+    def job(self, status: str) -> None:
+        self._jobs.add(1, {"status": status})
 
     def frames(self, outcome: str, count: int) -> None:
         self._frames.add(count, {"outcome": outcome})

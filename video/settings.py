@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,13 @@ class VideoSettings(BaseSettings):
     temporal_max_pending_activities: int = Field(default=500, ge=1, le=2000)  # per workflow (Temporal caps 2,000)
     temporal_segments_per_run: int = Field(default=250, ge=1)  # then the workflow continues as new
     temporal_heartbeat_timeout_s: float = Field(default=30, ge=1, le=600)  # a dead worker's work moves after this
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("must start with postgresql:// (shared) or sqlite:/// (one machine)")
+        return url
 
     def all_client_keys(self) -> list[str]:
         """Keys from flags and environment plus one key a line from ``keys_file``."""

@@ -127,3 +127,53 @@ def test_migrations_run_once(database_url: str, tmp_path: Path) -> None:
 def test_unknown_database_urls_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="postgresql://"):
         open_store("mysql://x", tmp_path)
+
+
+def test_a_database_from_before_migrations_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from video.store.migrations import migrations
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(migrations("sqlite")[0][2])  # the schema as it was, without a migrations table
+    old.execute(
+        "INSERT INTO sessions VALUES ('kept', NULL, 'a.mp4', '/a.mp4', 'completed', '{}', NULL, 1, 1, '[]', NULL, 0, 0)"
+    )
+    old.commit()
+    old.close()
+    store = open_store(f"sqlite:///{path}", tmp_path)
+    assert store.get_session("kept") is not None
+    store.close()
+    check = sqlite3.connect(path)
+    versions = [r[0] for r in check.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    check.close()
+    assert versions == [v for v, _, _ in migrations("sqlite")]
+    assert "frames_stored" in indexes
+
+
+@pytest.mark.unit
+def test_an_unreachable_database_is_named_in_one_line(tmp_path: Path) -> None:
+    from tests.fakes import free_socket
+    from video.store import StoreUnavailable
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(StoreUnavailable, match=f"cannot reach PostgreSQL at 127.0.0.1:{port}: Connection refused"):
+        open_store(f"postgresql://video@127.0.0.1:{port}/video", tmp_path)
+
+
+@pytest.mark.unit
+def test_a_wrong_database_url_is_refused_by_the_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from video.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDEO_DATABASE_URL", "mysql://video@db/video")
+    assert main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: VIDEO_DATABASE_URL: ")
+    assert error.count("\n") == 1

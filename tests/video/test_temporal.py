@@ -264,7 +264,7 @@ async def test_sigterm_drains_the_worker_processes_and_metrics_are_exported(stac
     async with httpx.AsyncClient() as http:
         scraped = [(await http.get(f"http://127.0.0.1:{p}/metrics")).text for p in (port, port + 1)]
     assert all("temporal_" in text for text in scraped), "each process exports the SDK's metrics"
-    assert any('video_frames{outcome="described"' in text for text in scraped)
+    assert any('video_frames_total{outcome="described"' in text for text in scraped)
     assert any("video_frame_description_seconds_bucket" in text for text in scraped)
     workers.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(workers.process.wait, 60) == 0

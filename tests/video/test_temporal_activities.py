@@ -18,6 +18,9 @@ pytestmark = pytest.mark.service
 
 
 class _Meter:
+    def job(self, status: str) -> None:
+        pass
+
     def frames(self, outcome: str, count: int) -> None:
         pass
 
@@ -30,13 +33,13 @@ def _activities(store: SQLiteStore) -> VideoActivities:
     return VideoActivities(store, None, summariser, JobSettings(), _Meter(), asyncio.Semaphore(4))  # type: ignore[arg-type]
 
 
-async def test_an_undecodable_video_fails_the_plan_without_retries(tmp_path: Path) -> None:
+async def test_an_undecodable_video_fails_its_segment_without_retries(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "video.db")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video" * 100)
     store.create_session(Session("s", None, "broken.mp4", str(broken), "queued", {}, None, 10, 10))
     with pytest.raises(ApplicationError) as raised:
-        await ActivityEnvironment().run(_activities(store).plan, PlanInput("s", 60))
+        await ActivityEnvironment().run(_activities(store).describe_segment, SegmentInput("s", 0, 9))
     assert raised.value.non_retryable
     assert raised.value.type == "VideoRejected"
     store.close()
@@ -57,3 +60,17 @@ def test_segments_cover_every_frame_once() -> None:
     assert plan.segments() == 3
     assert [plan.frame_range(i) for i in range(3)] == [(0, 59), (60, 119), (120, None)]
     assert JobPlan(0, 60, 20).segments() == 1
+
+
+async def test_the_plan_cuts_whole_summary_batches_and_marks_the_job_processing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "video.db")
+    store.create_session(Session("s", None, "v.mp4", "/nowhere/v.mp4", "queued", {"fps": 1.0}, None, 130, 130))
+    plan = await ActivityEnvironment().run(_activities(store).plan, PlanInput("s", 11))
+    assert (plan.total_frames, plan.segment_frames, plan.batch_size) == (130, 12, 4)
+    scene = Session("t", None, "v.mp4", "/nowhere/v.mp4", "queued", {"scene_threshold": 20.0}, None, 130, 130)
+    store.create_session(scene)
+    assert (await ActivityEnvironment().run(_activities(store).plan, PlanInput("t", 10))).segments() == 1
+    session = store.get_session("s")
+    assert session is not None
+    assert session.status == "processing"
+    store.close()

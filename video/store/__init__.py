@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from video.store.base import SessionGone, Store
+from video.store.base import SessionGone, Store, StoreUnavailable
 from video.store.records import STATUSES, FrameRecord, Moment, Session, StoredFrame, Summary
 from video.store.sqlite import SQLiteStore
 
@@ -20,6 +20,7 @@ __all__ = [
     "Session",
     "SessionGone",
     "Store",
+    "StoreUnavailable",
     "StoredFrame",
     "Summary",
     "open_store",

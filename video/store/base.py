@@ -11,6 +11,10 @@ from typing import Any, Protocol
 from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached or opened; the message says which and why."""
+
+
 class SessionGone(Exception):
     """The session was deleted while its job was still writing to it."""
 

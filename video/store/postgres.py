@@ -11,7 +11,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
-from video.store.base import SessionGone
+from video.store.base import SessionGone, StoreUnavailable
 from video.store.migrations import migrations
 from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
 
@@ -37,7 +37,13 @@ class PostgresStore:
         self._url = url
         self._lock = threading.Lock()
         self._conn: Connection | None = None
-        self._run(self._migrate)
+        try:
+            self._run(self._migrate)
+        except psycopg.OperationalError as exc:
+            info = psycopg.conninfo.conninfo_to_dict(url)
+            where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(": ")[-1]
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {where}: {reason}") from None
 
     def _connect(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -19,9 +19,9 @@ from temporalio.exceptions import ApplicationError
 from video.fanout import Describer, fan_out
 from video.jobs import JobSettings, Summariser
 from video.jobs.local import close_sampler, sampling_options
-from video.metrics import FrameMetrics
+from video.metrics import WorkerMetrics
 from video.probe import VideoInfo, VideoRejected, probe
-from video.sampling import SampledFrame, SamplingReport, expected_frames, sample
+from video.sampling import SampledFrame, SamplingReport, sample
 from video.store import Session, SessionGone, Store
 from video.temporal.shared import (
     FailInput,
@@ -49,7 +49,7 @@ class VideoActivities:
         describer: Describer,
         summariser: Summariser,
         settings: JobSettings,
-        metrics: FrameMetrics,
+        metrics: WorkerMetrics,
         frame_slots: asyncio.Semaphore,
         heartbeat_every_s: float = 10.0,
     ) -> None:
@@ -81,16 +81,16 @@ class VideoActivities:
 
     @activity.defn
     async def plan(self, job: PlanInput) -> JobPlan:
-        """Probe the video and cut its frames into segments of whole summary batches."""
+        """Cut the frames counted at upload into segments of whole summary batches (each segment
+        activity opens the video itself, and fails the job if it can no longer be decoded)."""
         session = self._session(job.session_id)
-        info = await self._probe(session)
         options = sampling_options(session)
-        total = expected_frames(info, options)
+        total = session.total_frames
         batch = self.summariser.batch_size
         # Which frames a scene pass keeps depends on the frames before it: one segment then.
         scene = options.scene_threshold is not None
         size = total if scene else max(batch, round(job.segment_frames / batch) * batch)
-        self.store.update_session(session.id, status="processing", total_frames=total)
+        self.store.update_session(session.id, status="processing")
         return JobPlan(total, max(1, size), batch)
 
     @activity.defn
@@ -129,7 +129,8 @@ class VideoActivities:
         frames = sample(
             Path(session.video_path),
             info,
-            sampling_options(session),
+            # One decoder per activity: a worker's parallelism is its concurrent activities.
+            replace(sampling_options(session), workers=1),
             report,
             skip=done.__contains__,
             stop=stop,
@@ -173,7 +174,9 @@ class VideoActivities:
         self._session(job.session_id)
         try:
             async with self._heartbeats(lambda: job.produced):
-                return await self.summariser.finish(job.session_id, job.produced, job.warnings)
+                status = await self.summariser.finish(job.session_id, job.produced, job.warnings)
+            self.metrics.job(status)
+            return status
         except SessionGone:
             raise _gone(job.session_id) from None
         finally:
@@ -182,6 +185,7 @@ class VideoActivities:
     @activity.defn
     async def mark_failed(self, failure: FailInput) -> None:
         self.store.update_session(failure.session_id, status="failed", error=failure.message)
+        self.metrics.job("failed")
 
     @contextlib.asynccontextmanager
     async def _heartbeats(self, details: Callable[[], int]) -> AsyncIterator[None]:

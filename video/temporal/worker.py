@@ -8,12 +8,14 @@ import logging
 import signal
 from datetime import timedelta
 
+import openai
+from openai import AsyncOpenAI
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from video.components import build_components
-from video.metrics import FrameMetrics
+from video.metrics import WorkerMetrics
 from video.settings import VideoSettings
 from video.store import open_store
 from video.temporal.activities import VideoActivities
@@ -41,13 +43,24 @@ def build_worker(client: Client, settings: VideoSettings, activities: VideoActiv
     )
 
 
+async def check_gateway(client: AsyncOpenAI, url: str) -> None:
+    """Ask the gateway for its models before taking work: says early when it cannot be reached,
+    and opens the connection (and the SDK's request path) before the first frame waits on it."""
+    try:
+        await client.models.list(timeout=10)
+    except openai.APIError as exc:
+        log.warning("the gateway does not answer yet; frames will be retried", extra={"url": url, "error": str(exc)})
+
+
 async def run_worker(
     settings: VideoSettings, concurrency: int, metrics_port: int | None, metrics_host: str = "127.0.0.1"
 ) -> None:
     """Run until SIGTERM or SIGINT, then stop polling and let the activities in flight finish."""
     if metrics_port is not None:
         telemetry = TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=f"{metrics_host}:{metrics_port}", durations_as_seconds=True)
+            metrics=PrometheusConfig(
+                bind_address=f"{metrics_host}:{metrics_port}", durations_as_seconds=True, counters_total_suffix=True
+            )
         )
         runtime = Runtime(telemetry=telemetry)
     else:
@@ -60,10 +73,11 @@ async def run_worker(
         parts.describer,
         parts.summariser,
         parts.job_settings,
-        FrameMetrics(runtime.metric_meter),
+        WorkerMetrics(runtime.metric_meter),
         asyncio.Semaphore(settings.max_concurrency),
         heartbeat_every_s=max(0.5, settings.temporal_heartbeat_timeout_s / 3),
     )
+    await check_gateway(parts.client, settings.gateway_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
