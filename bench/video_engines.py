@@ -55,9 +55,12 @@ async def serve_gateway(upstream: Upstream) -> tuple[web.AppRunner, str, dict[st
             seen["last"] = time.perf_counter()
         return web.Response(body=answer, content_type="application/json")
 
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "vision", "object": "model"}]})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/v1/models", lambda _: web.json_response({"object": "list", "data": []}))
+    app.router.add_get("/v1/models", models)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
