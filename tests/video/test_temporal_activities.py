@@ -74,3 +74,23 @@ async def test_the_plan_cuts_whole_summary_batches_and_marks_the_job_processing(
     assert session is not None
     assert session.status == "processing"
     store.close()
+
+
+@pytest.mark.unit
+def test_connection_settings_for_a_dev_server_temporal_cloud_and_mtls(tmp_path: Path) -> None:
+    from temporalio.client import TLSConfig
+
+    from video.settings import VideoSettings
+    from video.temporal.connection import tls_config
+
+    def settings(**values: object) -> VideoSettings:
+        return VideoSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    assert tls_config(settings()) is False
+    assert tls_config(settings(temporal_api_key="cloud-key")) is True  # Temporal Cloud: API key over TLS
+    assert tls_config(settings(temporal_tls=True)) is True
+    (tmp_path / "client.pem").write_bytes(b"CERT")
+    (tmp_path / "client.key").write_bytes(b"KEY")
+    mtls = tls_config(settings(temporal_tls_cert=tmp_path / "client.pem", temporal_tls_key=tmp_path / "client.key"))
+    assert isinstance(mtls, TLSConfig)
+    assert (mtls.client_cert, mtls.client_private_key, mtls.server_root_ca_cert) == (b"CERT", b"KEY", None)
