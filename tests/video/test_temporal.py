@@ -274,3 +274,21 @@ async def test_sigterm_drains_the_worker_processes_and_metrics_are_exported(stac
     assert max(s.frame_requests().values()) == 1, "a drained worker finishes what it started: nothing is paid twice"
     handle = s.temporal.get_workflow_handle(job["workflow_id"])
     await Replayer(workflows=[VideoWorkflow]).replay_workflow(await handle.fetch_history())
+
+
+async def test_an_upload_while_temporal_is_down_waits_queued_and_runs_once_it_is_back(
+    stack: Callable[..., Any],
+) -> None:
+    s: Stack = await stack(echo_prompt=True)
+    video = make_video(s.directory / "walk.mp4", seconds=10, fps=10)
+    live = s.env["VIDEO_TEMPORAL_ADDRESS"]
+    s.env["VIDEO_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"  # nothing listens there
+    down = await s.api()
+    job = await _upload(down, video, fps="2")
+    assert (await _status(down, job["session_id"]))["status"] == "queued"
+    down.stop()
+    s.env["VIDEO_TEMPORAL_ADDRESS"] = live
+    s.worker()
+    back = await s.api()  # at start it starts the workflows of queued sessions
+    status = await _completed(back, job["session_id"], s)
+    assert (status["processed_frames"], status["failed_frames"]) == (20, 0)

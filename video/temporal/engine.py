@@ -4,7 +4,6 @@ shared store, and turns what workers store into progress events for this replica
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,10 +76,15 @@ class TemporalEngine:
         except RPCError as exc:
             if exc.status == RPCStatusCode.ALREADY_EXISTS:
                 return  # finished already (completed): nothing to run
-            log.warning(
-                "Temporal cannot start the job now; it stays queued and is retried",
-                extra={"session_id": session_id, "error": exc.message},
-            )
+            self._not_started(session_id, exc.message)
+        except RuntimeError as exc:  # the client could not connect
+            self._not_started(session_id, str(exc))
+
+    def _not_started(self, session_id: str, error: str) -> None:
+        log.warning(
+            "Temporal cannot start the job now; it stays queued and is started when Temporal answers",
+            extra={"session_id": session_id, "error": error},
+        )
 
     def _handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(workflow_id(session_id))
@@ -88,8 +92,15 @@ class TemporalEngine:
     async def cancel(self, session_id: str) -> None:
         """Ask Temporal to cancel the workflow; its activities stop at their next heartbeat, or at their
         next write once the session is deleted."""
-        with contextlib.suppress(RPCError):
+        try:
             await self._handle(session_id).cancel()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                log.warning(
+                    "the workflow could not be cancelled", extra={"session_id": session_id, "error": exc.message}
+                )
+        except RuntimeError as exc:  # Temporal unreachable: its activities stop at their next write instead
+            log.warning("the workflow could not be cancelled", extra={"session_id": session_id, "error": str(exc)})
 
     async def resume_all(self) -> int:
         """Start the workflows of queued sessions (an upload while Temporal was down); running ones
