@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.access_log import AccessLog
 from gateway.metrics import NO_DEPLOYMENT, Metrics, status_class
-
-access_log = logging.getLogger("gateway.access")
 
 
 class Accounting:
@@ -22,8 +20,10 @@ class Accounting:
         model_group: str,
         stream: bool,
         clock: Callable[[], float] = time.perf_counter,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.metrics = metrics
+        self.access_log = access_log or AccessLog()
         self.request_id = request_id
         self.model_group = model_group
         self.stream = stream
@@ -65,9 +65,8 @@ class Accounting:
         metrics.latency.labels(group, "true" if self.stream else "false").observe(total)
         if self.attempts:
             metrics.overhead.labels(group).observe(max(0.0, total - self.waited_s))
-        access_log.info(
-            "request finished",
-            extra={
+        self.access_log.line(
+            {
                 "request_id": self.request_id,
                 "model_group": group,
                 "deployment": self.deployment,
@@ -76,5 +75,5 @@ class Accounting:
                 "attempts": self.attempts,
                 "duration_ms": round(total * 1000, 2),
                 **({"note": note} if note else {}),
-            },
+            }
         )

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from common.env import read_env
 from common.log import configure_logging
+from gateway.access_log import AccessLog
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
 from gateway.config import ProxyConfig, load_config, per_worker
@@ -57,6 +58,7 @@ class GatewayState:
     readiness: Readiness
     inspector: BodyInspector
     started_at: int
+    access_log: AccessLog
 
 
 async def get_state(request: Request) -> GatewayState:
@@ -118,6 +120,7 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
             ),
             inspector=BodyInspector(),
             started_at=int(time.time()),
+            access_log=AccessLog(),
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
@@ -139,6 +142,7 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
             if router.shared is not None:
                 await router.shared.close()
             await client.close()
+            state.access_log.flush()
 
     app = GatewayApp(
         title="Gateway", summary="One OpenAI-compatible endpoint for local and cloud models", lifespan=lifespan
@@ -258,7 +262,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
     caller = principal.limits if shared is not None and shared.available else None
     if caller is None:
         principal.check_rate()
-    accounting = Accounting(state.metrics, request_id, route.group.name, stream)
+    accounting = Accounting(state.metrics, request_id, route.group.name, stream, access_log=state.access_log)
     request.state.accounting = accounting
     call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller)
     return await state.forwarder.forward(call, route)

@@ -31,9 +31,9 @@ class GatewayProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development"}
         command = [sys.executable, "-m", "gateway", "serve", "--config", "config.yaml", "--port", str(self.port)]
         command += ["--workers", str(workers)]
-        self.process = subprocess.Popen(
-            command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.log_path = directory / "gateway.log"  # stderr: the JSON log lines, access lines included
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
     async def wait_up(self) -> None:
         async with httpx.AsyncClient() as client:

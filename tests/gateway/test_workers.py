@@ -56,3 +56,28 @@ async def test_workers_share_a_port_sum_their_metrics_and_divide_limits(
                 assert sample(metrics, "gateway_requests_total", model_group="vision", status_class="2xx") == admitted
     finally:
         gateway.stop()
+
+
+async def test_the_access_log_has_one_whole_json_line_per_request_across_workers(
+    upstream: UpstreamFactory, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import orjson
+
+    fake = await upstream("vllm")
+    gateway = GatewayProcess(tmp_path, {"model_list": [deployment("vision", fake)]}, workers=2)
+    try:
+        await gateway.wait_up()
+        body = {"model": "vision", "messages": [{"role": "user", "content": "hi"}]}
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=gateway.url, limits=limits) as client:
+            responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(200)))
+        sent = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
+        assert len(sent) == 200
+    finally:
+        gateway.stop()
+    entries = [orjson.loads(line) for line in gateway.log_path.read_text().splitlines()]  # every line is whole JSON
+    access = [e for e in entries if e.get("logger") == "gateway.access"]
+    assert {e["request_id"] for e in access} == sent
+    assert all(e["status"] == 200 and e["model_group"] == "vision" for e in access)
