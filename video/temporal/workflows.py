@@ -42,6 +42,13 @@ class VideoWorkflow:
         try:
             plan = job.plan or await self._plan(job)
             produced, warnings = await self._describe(job, plan)
+            return await workflow.execute_activity_method(
+                VideoActivities.finish,
+                FinishInput(job.session_id, produced, warnings),
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
+                retry_policy=RETRY,
+            )
         except ActivityError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "SessionGone":
@@ -54,13 +61,6 @@ class VideoWorkflow:
                 retry_policy=RETRY,
             )
             raise ApplicationError(message, non_retryable=True) from exc
-        return await workflow.execute_activity_method(
-            VideoActivities.finish,
-            FinishInput(job.session_id, produced, warnings),
-            start_to_close_timeout=timedelta(hours=2),
-            heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
-            retry_policy=RETRY,
-        )
 
     async def _plan(self, job: VideoJobInput) -> JobPlan:
         return await workflow.execute_activity_method(
