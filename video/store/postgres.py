@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,7 +12,15 @@ from psycopg.rows import TupleRow
 
 from video.store.base import SessionGone, StoreUnavailable
 from video.store.migrations import migrations
-from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
+from video.store.records import (
+    FrameRecord,
+    Moment,
+    Session,
+    StoredFrame,
+    Summary,
+    session_values,
+    update_values,
+)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
@@ -81,19 +88,7 @@ class PostgresStore:
             conn.execute(
                 f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES "  # noqa: S608
                 f"(%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s::jsonb,%s,{NOW},{NOW}) ON CONFLICT (id) DO NOTHING",
-                (
-                    session.id,
-                    session.owner,
-                    session.filename,
-                    session.video_path,
-                    session.status,
-                    json.dumps(session.options),
-                    session.prompt,
-                    session.duration_s,
-                    session.total_frames,
-                    json.dumps(session.warnings),
-                    session.error,
-                ),
+                session_values(session),
             )
 
         self._run(insert)
@@ -114,11 +109,7 @@ class PostgresStore:
         return self._sessions("status = ANY(%s)", (list(statuses),), "created_at, seq")
 
     def update_session(self, session_id: str, **fields: Any) -> None:
-        allowed = {"status", "total_frames", "warnings", "error", "duration_s"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
-        values = {k: json.dumps(v) if k == "warnings" else v for k, v in fields.items()}
+        values = update_values(fields)
         assignments = ", ".join(f"{k} = %s::jsonb" if k == "warnings" else f"{k} = %s" for k in values)
         sql = f"UPDATE sessions SET {assignments}, updated_at = {NOW} WHERE id = %s"  # noqa: S608
         self._run(lambda conn: conn.execute(sql, (*values.values(), session_id)))

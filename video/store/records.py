@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("queued", "processing", "completed", "failed")
+UPDATABLE = frozenset({"status", "total_frames", "warnings", "error", "duration_s"})
 
 
 @dataclass
@@ -60,3 +62,28 @@ class StoredFrame:
 
     stored_at: float
     frame: FrameRecord
+
+
+def session_values(session: Session) -> tuple[Any, ...]:
+    """A session's columns from ``id`` to ``error`` as both stores write them (JSON for lists and maps)."""
+    return (
+        session.id,
+        session.owner,
+        session.filename,
+        session.video_path,
+        session.status,
+        json.dumps(session.options),
+        session.prompt,
+        session.duration_s,
+        session.total_frames,
+        json.dumps(session.warnings),
+        session.error,
+    )
+
+
+def update_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """The columns an update may set, as stored; ValueError for any other."""
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update {unknown}")
+    return {k: json.dumps(v) if k == "warnings" else v for k, v in fields.items()}

@@ -13,7 +13,15 @@ from typing import Any
 
 from video.store.base import SessionGone
 from video.store.migrations import migrations
-from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
+from video.store.records import (
+    FrameRecord,
+    Moment,
+    Session,
+    StoredFrame,
+    Summary,
+    session_values,
+    update_values,
+)
 
 BUSY_TIMEOUT_S = 30  # another process's write transaction is waited for this long
 
@@ -75,21 +83,7 @@ class SQLiteStore:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                (
-                    session.id,
-                    session.owner,
-                    session.filename,
-                    session.video_path,
-                    session.status,
-                    json.dumps(session.options),
-                    session.prompt,
-                    session.duration_s,
-                    session.total_frames,
-                    json.dumps(session.warnings),
-                    session.error,
-                    now,
-                    now,
-                ),
+                (*session_values(session), now, now),
             )
 
     def get_session(self, session_id: str) -> Session | None:
@@ -114,11 +108,7 @@ class SQLiteStore:
         return [_session(row) for row in rows]
 
     def update_session(self, session_id: str, **fields: Any) -> None:
-        allowed = {"status", "total_frames", "warnings", "error", "duration_s"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
-        values = {k: json.dumps(v) if k == "warnings" else v for k, v in fields.items()}
+        values = update_values(fields)
         assignments = ", ".join(f"{k} = ?" for k in values)
         with self._transaction() as db:
             db.execute(
