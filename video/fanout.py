@@ -81,10 +81,13 @@ async def fan_out(
 
     A slot is taken before a frame is read, so no more than ``max_concurrency`` requests'
     frames are ever in memory. Jobs that share ``slots`` share that bound instead. Sampling
-    (CPU-bound OpenCV) runs in a worker thread while requests are in flight.
+    (CPU-bound OpenCV) runs in a worker thread while requests are in flight. When ``on_result``
+    raises (a result cannot be stored), no further request starts, the ones in flight are
+    cancelled, and the error is raised.
     """
     slots = slots if slots is not None else asyncio.Semaphore(max_concurrency)
     running: set[asyncio.Task[None]] = set()
+    failed: list[Exception] = []  # the first result that could not be handled stops the fan-out
 
     async def work(batch: list[SampledFrame]) -> None:
         try:
@@ -97,6 +100,9 @@ async def fan_out(
             except openai.APIError as exc:
                 description, error = None, _describe_error(exc)
             await on_result(batch, description, error)
+        except Exception as exc:
+            failed.append(exc)  # before the slot is released, so no new request starts after it
+            raise
         finally:
             slots.release()
 
@@ -104,10 +110,13 @@ async def fan_out(
         while True:
             await slots.acquire()
             try:
-                batch = await asyncio.to_thread(_next_batch, frames, frames_per_request)
+                batch = [] if failed else await asyncio.to_thread(_next_batch, frames, frames_per_request)
             except BaseException:
                 slots.release()
                 raise
+            if failed:
+                slots.release()
+                raise failed[0]
             if not batch:
                 slots.release()
                 break

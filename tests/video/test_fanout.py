@@ -65,3 +65,18 @@ async def test_a_failing_frame_is_reported_not_raised(upstream: UpstreamFactory)
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
         await fan_out(_frames(2), Describer(client, "vision"), on_result)
     assert errors == ["the gateway answered 400: image too large"] * 2
+
+
+async def test_a_result_that_cannot_be_stored_stops_the_fan_out_at_once(upstream: UpstreamFactory) -> None:
+    fake = await upstream("vision", delay_s=0.05, echo_prompt=True)
+
+    class Gone(Exception):
+        pass
+
+    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        raise Gone  # e.g. the session was deleted while its frames were being described
+
+    async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        with pytest.raises(Gone):
+            await fan_out(_frames(100), Describer(client, "vision"), on_result, max_concurrency=4)
+    assert len(fake.bodies) <= 4 + 3, "only the requests already in flight when the first result failed"
