@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from bench.gateway import free_port
 from launch.environment import temporal_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,14 +74,6 @@ class Result:
     rate: float  # frames per second, upload answered to completed
     startup_s: float  # upload answered to the first frame at the gateway
     tail_s: float  # the last frame described to completed (summaries, roll-up, status)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_temporal(directory: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
+import subprocess
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -79,6 +81,25 @@ def serve(app: Any) -> Served:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     host, port = sock.getsockname()[:2]
     return Served(f"http://{host}:{port}", server, task)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server started in another process)."""
+    sock = free_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """SIGTERM, wait ``timeout_s``, then SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

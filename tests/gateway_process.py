@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.fakes import free_socket
+from tests.fakes import free_port, stop_gracefully
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,9 +23,7 @@ class GatewayProcess:
     def __init__(self, directory: Path, config: dict[str, Any], workers: int = 1) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
-        sock = free_socket()
-        self.port = sock.getsockname()[1]
-        sock.close()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development"}
         command = [sys.executable, "-m", "gateway", "serve", "--config", "config.yaml", "--port", str(self.port)]
@@ -48,10 +45,4 @@ class GatewayProcess:
         raise AssertionError("the gateway did not start")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_gracefully(self.process)

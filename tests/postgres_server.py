@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fakes import free_socket
+from tests.fakes import free_port
 
 
 def server_binaries() -> Path | None:
@@ -74,9 +74,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         cwd=directory,
         **owner,  # type: ignore[arg-type]
     )
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     options = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={directory}", "-c", "fsync=off"]
     with (directory / "server.log").open("wb") as log_file:
         process = subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import free_socket
+from tests.fakes import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -70,9 +70,7 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
         pytest.fail("redis-server is not installed: `make test` installs Debian's redis-server")
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     server = RedisServer(port, tmp_path)
     server.start()
     yield server

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,16 +16,9 @@ import httpx
 import pytest
 
 from launch.environment import temporal_cli
-from tests.fakes import free_socket
+from tests.fakes import free_port, stop_gracefully
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    sock = free_socket()
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 @dataclass
@@ -78,13 +70,7 @@ class VideoProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_gracefully(self.process, 60)
         self.log.close()
 
     def output(self) -> str:

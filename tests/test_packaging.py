@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import free_socket
+from tests.fakes import free_port, free_socket
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
@@ -125,9 +125,7 @@ def test_video_serve_answers_health(installed: Path, tmp_path: Path) -> None:
 
 
 def test_video_worker_without_temporal_says_so_in_one_line(installed: Path, tmp_path: Path) -> None:
-    port = free_socket()
-    closed = port.getsockname()[1]
-    port.close()
+    closed = free_port()
     result = _run(installed, "video", "worker", "--temporal-address", f"127.0.0.1:{closed}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot reach Temporal at 127.0.0.1:{closed}")

@@ -155,12 +155,10 @@ def test_a_database_from_before_migrations_is_migrated_in_place(tmp_path: Path) 
 
 @pytest.mark.unit
 def test_an_unreachable_database_is_named_in_one_line(tmp_path: Path) -> None:
-    from tests.fakes import free_socket
+    from tests.fakes import free_port
     from video.store import StoreUnavailable
 
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     with pytest.raises(StoreUnavailable, match=f"cannot reach PostgreSQL at 127.0.0.1:{port}: Connection refused"):
         open_store(f"postgresql://video@127.0.0.1:{port}/video", tmp_path)
 
