@@ -94,6 +94,7 @@ def test_summaries_overviews_and_embeddings(store: Store) -> None:
     store.save_summary("s", Summary(0, 0, 2, 3, "first, again"))
     store.save_summary("s", Summary(0, 0, 2, 3, "top", level=1))
     assert [s.summary for s in store.summaries("s")] == ["first, again"]
+    assert store.summary_count("s") == 1  # overviews are not batch summaries
     assert [(s.level, s.summary) for s in store.overviews("s")] == [(1, "top")]
     store.save_embeddings("s", "embed", {0: b"\x00" * 8, 7: b"\x01" * 8})  # frame 7 does not exist
     assert store.embeddings(["s"], "embed") == [("s", 0, b"\x00" * 8)]

@@ -68,6 +68,10 @@ class Store(Protocol):
 
     def summaries(self, session_id: str) -> list[Summary]: ...
 
+    def summary_count(self, session_id: str) -> int:
+        """How many batch summaries the session has (without reading them)."""
+        ...
+
     def overviews(self, session_id: str) -> list[Summary]: ...
 
     def rank_frames(self, session_id: str, terms: list[str], limit: int) -> list[int]:

@@ -214,6 +214,13 @@ class PostgresStore:
         except pg_errors.ForeignKeyViolation as exc:
             raise SessionGone(session_id) from exc
 
+    def summary_count(self, session_id: str) -> int:
+        row = self._run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM summaries WHERE session_id = %s", (session_id,)).fetchone()
+        )
+        assert row is not None
+        return int(row[0])
+
     def summaries(self, session_id: str) -> list[Summary]:
         rows = self._run(
             lambda conn: conn.execute(

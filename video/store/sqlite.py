@@ -292,6 +292,11 @@ class SQLiteStore:
             ).fetchall()
         return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def summary_count(self, session_id: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM summaries WHERE session_id = ?", (session_id,)).fetchone()
+        return int(row[0])
+
     def summaries(self, session_id: str) -> list[Summary]:
         with self._lock:
             rows = self._db.execute(

@@ -162,7 +162,7 @@ class TemporalEngine:
                     "frame_error": frame.error,
                 },
             )
-        summaries = len(self.store.summaries(session_id))
+        summaries = self.store.summary_count(session_id)
         if summaries > watch.summaries:
             watch.summaries = summaries
             self.events.publish(session_id, {"event": "summary", **current, "batch_index": summaries - 1})
