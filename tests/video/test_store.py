@@ -176,3 +176,30 @@ def test_a_wrong_database_url_is_refused_by_the_commands(
     error = capsys.readouterr().err
     assert error.startswith("error: VIDEO_DATABASE_URL: ")
     assert error.count("\n") == 1
+
+
+def test_processes_opening_a_new_sqlite_database_together_all_succeed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    # Each process imports, says it is ready, then spins until "go": the opens start within microseconds.
+    code = (
+        "import os, sys; from pathlib import Path; from video.store import SQLiteStore\n"
+        "open(sys.argv[2] + '.' + sys.argv[3], 'w').close()\n"
+        "while not os.path.exists(sys.argv[2]): pass\n"
+        "SQLiteStore(Path(sys.argv[1]))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    for attempt in range(5):
+        path, go = tmp_path / f"shared-{attempt}.db", tmp_path / f"go-{attempt}"
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code, str(path), str(go), str(n)], cwd=root, stderr=subprocess.PIPE)
+            for n in range(6)
+        ]
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(f"go-{attempt}.*"))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()
+        errors = [p.communicate(timeout=60)[1].decode() for p in processes]
+        assert [p.returncode for p in processes] == [0] * 6, errors
