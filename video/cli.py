@@ -183,6 +183,7 @@ def _worker_processes(args: argparse.Namespace) -> int:
     SIGINT are passed on, so each drains; the exit status is the worst of theirs."""
     import signal
     import subprocess
+    import time
 
     argv: list[str] = args.argv  # the same flags, one process each
     children: list[subprocess.Popen[bytes]] = []
@@ -200,6 +201,12 @@ def _worker_processes(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # One process failing stops the others, so a supervisor sees the failure instead of fewer workers.
+    while any(process.poll() is None for process in children):
+        if any(process.returncode not in (None, 0) for process in children):
+            forward(signal.SIGTERM, None)
+            break
+        time.sleep(0.2)
     return max(process.wait() for process in children)
 
 
