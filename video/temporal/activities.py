@@ -36,6 +36,19 @@ from video.temporal.shared import (
 log = logging.getLogger("video.temporal")
 
 
+class _WhileStored(Describer):
+    """Sends a frame only while its session exists: once ``DELETE`` removed it, no request starts,
+    whatever Temporal's cancellation has reached yet."""
+
+    session_id: str = ""
+    store: Store | None = None
+
+    async def describe(self, frames: list[SampledFrame]) -> str:
+        if self.store is not None and self.store.get_session(self.session_id) is None:
+            raise _gone(self.session_id)
+        return await super().describe(frames)
+
+
 def _gone(session_id: str) -> ApplicationError:
     return ApplicationError(f"session {session_id} was deleted", type="SessionGone", non_retryable=True)
 
@@ -106,7 +119,9 @@ class VideoActivities:
             )
         report = SamplingReport()
         outcome = SegmentOutcome(max(done, default=-1) + 1, 0, 0)
-        describer = replace(self.describer, prompt=session.prompt) if session.prompt else self.describer
+        prompt = session.prompt or self.describer.prompt
+        describer = _WhileStored(self.describer.client, self.describer.model, prompt, self.describer.max_tokens)
+        describer.session_id, describer.store = session.id, self.store
         last_stored = [max(done, default=segment.first - 1)]
 
         async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
