@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
@@ -22,6 +21,7 @@ from gateway.accounting import Accounting
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
+from gateway.http1 import Response as UpstreamResponse
 from gateway.limits.shared import KeyLimits
 from gateway.metrics import Metrics
 from gateway.requests import replace_model
@@ -178,10 +178,10 @@ class Forwarder:
                 data = await response.read()
                 accounting.waited_s += accounting.now() - sent
                 if response.status != 200:
-                    raise status_failure(deployment, response.status, data, response.headers.get("Retry-After"))
+                    raise status_failure(deployment, response.status, data, response.header("Retry-After"))
                 deployment.record_latency(accounting.now() - sent)
                 return self._complete(call, upstream_model, data, deployment)
-            first = await response.content.readany()
+            first = await response.readany()
             if not first:
                 raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
             accounting.first_byte()
@@ -190,7 +190,7 @@ class Forwarder:
             relay = EventRelay(model_replacements(upstream_model, call.requested_model))
             return StreamingResponse(
                 self._relay(call, deployment, lease, response, relay, first, sent),
-                media_type=response.headers.get("Content-Type", "text/event-stream"),
+                media_type=response.header("Content-Type") or "text/event-stream",
                 headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
             )
         except TRANSPORT_ERRORS as exc:
@@ -221,7 +221,7 @@ class Forwarder:
         call: Call,
         deployment: Deployment,
         lease: str,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         relay: EventRelay,
         first: bytes,
         sent: float,
@@ -232,7 +232,7 @@ class Forwarder:
             out = relay.feed(first)
             if out:
                 yield out
-            async for chunk in response.content.iter_any():
+            while chunk := await response.readany():
                 out = relay.feed(chunk)
                 if out:
                     yield out

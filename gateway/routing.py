@@ -15,6 +15,7 @@ from gateway.errors import NoDeploymentAvailable, RateLimited
 from gateway.limits.shared import KeyLimits, SharedLimits
 from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
 from gateway.ratelimit import TokenBucket
+from gateway.upstream import check_deployment
 
 SHARED_POLL_S = 0.02  # how often a request waiting for a slot asks Redis again
 
@@ -92,7 +93,7 @@ class Router:
                 raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
             api_key = resolve_api_key(provider, params.api_key, env)
         timeout = params.timeout or settings.timeout
-        return Deployment(
+        deployment = Deployment(
             id=entry.model_info.id or f"{entry.model_name}/{index}",
             group=entry.model_name,
             provider=provider_name,
@@ -111,6 +112,12 @@ class Router:
             rpm=TokenBucket(params.rpm) if params.rpm else None,
             extra_headers=dict(params.extra_headers),
         )
+        if not deployment.sdk:
+            try:
+                check_deployment(deployment)
+            except ValueError as exc:
+                raise ConfigError(f"model_list '{entry.model_name}': {exc}") from None
+        return deployment
 
     def resolve(self, model: str) -> Route | None:
         """The exact group named ``model``, else the most specific matching wildcard group."""

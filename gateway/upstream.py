@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import weakref
 from collections.abc import Sequence
-
-import aiohttp
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.payload import Payload
 
 from gateway.deployment import Deployment
 from gateway.errors import (
@@ -18,8 +14,9 @@ from gateway.errors import (
     UpstreamTimeout,
     rejected_from_upstream,
 )
+from gateway.http1 import ConnectionPool, Origin, Response, TransportError, request_head
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
 
 
 class AttemptFailed(Exception):
@@ -31,94 +28,105 @@ class AttemptFailed(Exception):
         self.retryable = retryable
 
 
-class JsonBody(Payload):
-    """A JSON body sent as the pieces it was assembled from, so megabytes are never copied.
+def upstream_headers(deployment: Deployment, accept: str) -> list[tuple[str, str]]:
+    """What every request to ``deployment`` carries; its ``extra_headers`` win over the defaults."""
+    headers = {
+        "accept-encoding": ("Accept-Encoding", "identity"),
+        "accept": ("Accept", accept),
+        "user-agent": ("User-Agent", "gateway"),
+    }
+    if deployment.api_key:
+        headers["authorization"] = ("Authorization", f"Bearer {deployment.api_key}")
+    for name, value in deployment.extra_headers.items():
+        headers[name.lower()] = (name, value)
+    return list(headers.values())
 
-    An asyncio transport buffers a large write without blocking the loop, and image
-    requests are routinely several MiB.
-    """
 
-    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
-        super().__init__(parts, content_type="application/json")
-        self._parts = parts
-        self._size = sum(len(part) for part in parts)
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        """Write every piece in order."""
-        for part in self._parts:
-            await writer.write(part)
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        """The body as text (aiohttp calls this only for debugging output)."""
-        return b"".join(self._parts).decode(encoding, errors)
+def check_deployment(deployment: Deployment) -> None:
+    """ValueError when requests to ``deployment`` cannot be written (its api_base or a header)."""
+    request_head(b"POST", Origin.parse(deployment.api_base), "chat/completions", upstream_headers(deployment, "*/*"))
 
 
 class UpstreamClient:
-    """A pooled HTTP client shared by every deployment; created inside the running event loop."""
+    """Pooled keep-alive connections shared by every deployment; created inside the running event loop.
+
+    The head of each deployment's requests is built once; a request adds its id, length and body.
+    """
 
     def __init__(self, connect_timeout: float) -> None:
-        self._connect_timeout = connect_timeout
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+        self._pool = ConnectionPool(connect_timeout)
+        self._heads: weakref.WeakKeyDictionary[Deployment, dict[str, tuple[Origin, bytes]]] = (
+            weakref.WeakKeyDictionary()
         )
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        await self._session.close()
+        await self._pool.close()
+
+    def _head(self, deployment: Deployment, method: bytes, endpoint: str) -> tuple[Origin, bytes]:
+        heads = self._heads.get(deployment)
+        if heads is None:
+            heads = self._heads[deployment] = {}
+        key = f"{method!r} {endpoint}"
+        prepared = heads.get(key)
+        if prepared is None:
+            origin = Origin.parse(deployment.api_base)
+            head = request_head(method, origin, endpoint, upstream_headers(deployment, "*/*"))
+            if method == b"POST":
+                head += b"Content-Type: application/json\r\n"
+            prepared = heads[key] = (origin, head)
+        return prepared
 
     async def post(
         self, deployment: Deployment, endpoint: str, body: Sequence[bytes | memoryview], stream: bool, request_id: str
-    ) -> aiohttp.ClientResponse:
-        """Send ``body`` to ``endpoint`` of ``deployment``; the caller releases the response."""
-        headers = {
-            "Accept-Encoding": "identity",
-            "User-Agent": "gateway",
-            "X-Request-ID": request_id,
-            **deployment.extra_headers,
-        }
-        if deployment.api_key:
-            headers["Authorization"] = f"Bearer {deployment.api_key}"
+    ) -> Response:
+        """Send ``body`` to ``endpoint`` of ``deployment``; the caller releases the response.
+
+        Non-streamed requests are bounded by the deployment's ``timeout`` as a whole; streamed
+        ones by its ``stream_timeout`` between two pieces of the answer.
+        """
+        try:
+            origin, head = self._head(deployment, b"POST", endpoint)
+        except ValueError as exc:
+            raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' is misconfigured: {exc}"), True) from None
+        head += b"X-Request-ID: " + request_id.encode() + b"\r\n"
         if stream:
-            timeout = aiohttp.ClientTimeout(connect=self._connect_timeout, sock_read=deployment.stream_timeout)
-        else:
-            timeout = aiohttp.ClientTimeout(total=deployment.timeout, connect=self._connect_timeout)
-        return await self._session.post(
-            f"{deployment.api_base}/{endpoint}", data=JsonBody(body), headers=headers, timeout=timeout
-        )
+            return await self._pool.request(origin, head, body, read_timeout=deployment.stream_timeout)
+        return await self._pool.request(origin, head, body, total_timeout=deployment.timeout)
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:
         """GET ``/models`` on the deployment; None when it answers 2xx (or is not probed: SDK
         providers have no common health route), else the reason."""
         if deployment.sdk:
             return None
-        headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
         try:
-            async with self._session.get(
-                f"{deployment.api_base}/models", headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
+            origin, head = self._head(deployment, b"GET", "models")
+        except ValueError as exc:
+            return f"misconfigured: {exc}"
+        try:
+            response = await self._pool.request(origin, head, (), total_timeout=timeout)
+            try:
                 await response.read()
-                return None if response.status < 300 else f"HTTP {response.status}"
+            finally:
+                response.release()
         except TRANSPORT_ERRORS as exc:
             return describe_transport_error(exc)
+        return None if response.status < 300 else f"HTTP {response.status}"
 
 
 def describe_transport_error(exc: BaseException) -> str:
     """A short reason without addresses or payloads."""
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connection refused or unreachable"
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return "connection closed mid-response"
+    if isinstance(exc, TransportError):
+        return exc.reason
     return "connection error"
 
 
 def transport_failure(deployment: Deployment, exc: BaseException) -> AttemptFailed:
     """Map a connection-level exception to a retryable failure."""
     reason = describe_transport_error(exc)
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return AttemptFailed(UpstreamTimeout(f"model '{deployment.group}' did not answer in time"), True)
     return AttemptFailed(UpstreamFailed(f"model '{deployment.group}' could not be reached: {reason}"), True)
 
@@ -137,6 +145,9 @@ def status_failure(deployment: Deployment, status: int, body: bytes, retry_after
         return AttemptFailed(NoDeploymentAvailable(f"model '{group}' is unavailable (upstream HTTP 503)"), True)
     if status >= 500:
         return AttemptFailed(UpstreamFailed(f"model '{group}' failed (upstream HTTP {status})"), True)
+    if 300 <= status < 400:
+        # Redirects are not followed (a POST cannot be replayed safely): its api_base is wrong.
+        return AttemptFailed(UpstreamFailed(f"model '{group}' answered with HTTP {status}; check its api_base"), True)
     if status in (401, 403):
         # The deployment's own credentials are wrong: an operator problem, not the client's.
         return AttemptFailed(UpstreamFailed(f"model '{group}' refused the gateway's credentials"), True)

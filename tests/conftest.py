@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import uvloop
 from fastapi import FastAPI
 from openai import AsyncOpenAI
 
@@ -20,6 +22,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Browser tests last: Playwright's sync API keeps its event loop running in the main
     thread until the session ends, which async tests after it could not share."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The gateway's tests run on uvloop, the loop ``gateway serve`` uses; tests marked
+    ``both_loops`` on the standard loop too."""
+    if item.get_closest_marker("both_loops"):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    if "gateway" in item.path.relative_to(item.config.rootpath).parts[:2]:
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @dataclass

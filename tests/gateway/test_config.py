@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,22 @@ def test_vllm_without_api_base_is_refused() -> None:
     loaded = parse_config({"model_list": [{"model_name": "v", "litellm_params": {"model": "hosted_vllm/q"}}]}, {})
     with pytest.raises(ConfigError, match=r"needs litellm_params\.api_base"):
         Router(loaded.config, {})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"api_base": "ftp://models.internal/v1"}, "not an http(s) URL"),
+        ({"api_base": "http://vllm:8000/v1", "extra_headers": {"X-Team": "a\r\nHost: other"}}, "line break"),
+        ({"api_base": "http://vllm:8000/v1", "api_key": "sk-\nsecret"}, "line break"),
+    ],
+)
+def test_deployments_whose_requests_cannot_be_written_are_refused(params: dict[str, object], message: str) -> None:
+    entry = {"model_name": "v", "litellm_params": {"model": "hosted_vllm/q", **params}}
+    loaded = parse_config({"model_list": [entry]}, {})
+    with pytest.raises(ConfigError, match=f"model_list .v.: .*{re.escape(message)}") as caught:
+        Router(loaded.config, {})
+    assert "secret" not in str(caught.value)
 
 
 def test_placeholder_secrets_are_refused() -> None:

@@ -259,3 +259,15 @@ async def test_upstream_429_retry_after_is_honoured(upstream: UpstreamFactory, g
     answer = await gw.openai().chat.completions.create(model="chat", messages=HI)
     assert answer.choices[0].message.content
     assert time.monotonic() - started >= 0.2
+
+
+async def test_a_redirecting_deployment_is_not_followed_and_is_reported(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    moved = await upstream("moved", fail_status=308)
+    gw = await gateway(_config(deployment("chat", moved), num_retries=0))
+    with pytest.raises(openai.APIStatusError) as caught:
+        await gw.openai().chat.completions.create(model="chat", messages=HI)
+    assert caught.value.status_code == 502
+    assert "answered with HTTP 308; check its api_base" in caught.value.message
+    assert len(moved.bodies) == 1
