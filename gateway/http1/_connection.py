@@ -1,117 +1,28 @@
-"""A lean HTTP/1.1 client for the data plane: keep-alive pools, timeouts, streamed bodies.
-
-The gateway sends one kind of request (a POST whose head is mostly known in advance, with a
-body already in memory) and relays what comes back, so most of a general client's work per
-request (cookies, redirects, header objects, tracing hooks, per-request timeout objects) is
-overhead here. This client writes a prepared head and the body's pieces straight to the
-transport and parses the answer with httptools (llhttp), as uvicorn does on the server side.
-
-Exceptions::
-
-    TransportError          the exchange failed below HTTP; ``reason`` says how, without addresses
-    ├── ConnectFailed       no connection could be made (refused, unreachable, DNS, TLS)
-    ├── ConnectionClosed    the peer closed the connection before the answer was complete
-    └── InvalidResponse     the peer's answer is not HTTP/1.x
-    TimeoutError            connecting, the whole answer, or the gap between two reads took too long
-"""
+"""One keep-alive connection and the answer being received on it."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
-# A streamed answer the client reads slower than the deployment writes is held up to this
-# much, then the socket is not read until the client has caught up.
+from gateway.http1._exceptions import ConnectionClosed, InvalidResponse, StaleConnection
+from gateway.http1._origin import Origin
+
+if TYPE_CHECKING:
+    from gateway.http1._pool import ConnectionPool
+
 _PAUSE_ABOVE_BYTES = 1024 * 1024
 _RESUME_BELOW_BYTES = 256 * 1024
-
-
-class TransportError(Exception):
-    """The exchange failed below HTTP."""
-
-    reason = "connection error"
-
-    def __init__(self, reason: str | None = None) -> None:
-        super().__init__(reason or self.reason)
-        if reason:
-            self.reason = reason
-
-
-class ConnectFailed(TransportError):
-    """No connection could be made."""
-
-    reason = "connection refused or unreachable"
-
-
-class ConnectionClosed(TransportError):
-    """The peer closed the connection before the answer was complete."""
-
-    reason = "connection closed mid-response"
-
-
-class InvalidResponse(TransportError):
-    """The peer's answer is not HTTP/1.x."""
-
-    reason = "invalid HTTP response"
-
-
-class _StaleConnection(ConnectionClosed):
-    """A pooled connection closed before a byte of the answer: the request was not served."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where requests go: scheme, host and port, and the ``Host`` header and path prefix to use."""
-
-    tls: bool
-    host: str
-    port: int
-    host_header: bytes
-    path: bytes
-
-    @classmethod
-    def parse(cls, url: str) -> Origin:
-        """``http(s)://host[:port][/prefix]``; ValueError for anything else."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        default = port == (443 if tls else 80)
-        host_header = shown if default else f"{shown}:{port}"
-        return cls(tls, host, port, _header_value(host_header), _header_value(parts.path.rstrip("/")))
-
-
-def _header_value(value: str) -> bytes:
-    if "\r" in value or "\n" in value:
-        raise ValueError("a header value may not contain a line break")
-    return value.encode("latin-1")
-
-
-def request_head(method: bytes, origin: Origin, path: str, headers: Sequence[tuple[str, str]]) -> bytes:
-    """The request line and headers up to, not including, ``Content-Length`` and the blank line.
-
-    Built once per deployment and endpoint; ValueError for a header that cannot be sent.
-    """
-    lines = [method, b" ", origin.path, b"/", _header_value(path), b" HTTP/1.1\r\nHost: ", origin.host_header, b"\r\n"]
-    for name, value in headers:
-        lines += [_header_value(name), b": ", _header_value(value), b"\r\n"]
-    return b"".join(lines)
 
 
 class Response:
     """An answer being received: status and headers first, then the body as it arrives."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._connection = connection
@@ -188,7 +99,7 @@ class Response:
             self._wake()
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive connection; serves one exchange at a time."""
 
     def __init__(self, pool: ConnectionPool, origin: Origin) -> None:
@@ -237,7 +148,7 @@ class _Connection(asyncio.Protocol):
             self._complete()  # the body ran to the end of the connection
             return
         if response.received == 0 and self.exchanges > 1:
-            response._fail(_StaleConnection())
+            response._fail(StaleConnection())
         else:
             response._fail(ConnectionClosed())
 
@@ -355,100 +266,3 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-class ConnectionPool:
-    """Keep-alive connections per origin, most recently used first; created in the running loop."""
-
-    def __init__(self, connect_timeout: float, idle_timeout: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
-        self._connect_timeout = connect_timeout
-        self._idle_timeout = idle_timeout
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._open: set[_Connection] = set()
-        self._tls = tls  # None: the system's trusted authorities (SSL_CERT_FILE / SSL_CERT_DIR honoured)
-        self._loop = asyncio.get_running_loop()
-
-    async def request(
-        self,
-        origin: Origin,
-        head: bytes,
-        body: Sequence[bytes | memoryview],
-        total_timeout: float | None = None,
-        read_timeout: float | None = None,
-    ) -> Response:
-        """Send a request and wait for the answer's head; the caller releases the response.
-
-        ``total_timeout`` bounds the whole exchange, body included; ``read_timeout`` the wait
-        for each piece of the answer. A pooled connection the peer had closed is replaced once.
-        """
-        deadline = None if total_timeout is None else self._loop.time() + total_timeout
-        for attempt in (0, 1):
-            connection = await self._connection(origin, fresh=attempt > 0)
-            response = connection.start(head, body, deadline, read_timeout)
-            try:
-                await connection.headers(response)
-            except _StaleConnection:
-                connection.close()
-                continue
-            except BaseException:
-                connection.close()
-                raise
-            return response
-        raise ConnectionClosed()
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for connection in list(self._open):
-            connection.close()
-        self._idle.clear()
-
-    def put(self, connection: _Connection) -> None:
-        """Keep an idle connection for the next request to its origin."""
-        now = self._loop.time()
-        connection.idle_since = now
-        idle = self._idle.setdefault(connection.origin, [])
-        while idle and now - idle[0].idle_since > self._idle_timeout:
-            idle.pop(0).close()
-        idle.append(connection)
-
-    def forget(self, connection: _Connection) -> None:
-        """Drop a closed connection."""
-        self._open.discard(connection)
-        idle = self._idle.get(connection.origin)
-        if idle and connection in idle:
-            idle.remove(connection)
-
-    async def _connection(self, origin: Origin, fresh: bool) -> _Connection:
-        idle = self._idle.get(origin)
-        now = self._loop.time()
-        while idle and not fresh:
-            connection = idle.pop()
-            if not connection.closed and now - connection.idle_since <= self._idle_timeout:
-                return connection
-            connection.close()
-        return await self._connect(origin)
-
-    async def _connect(self, origin: Origin) -> _Connection:
-        tls = self._tls_context() if origin.tls else None
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, connection = await self._loop.create_connection(
-                    lambda: _Connection(self, origin),
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls else None,
-                )
-        except TimeoutError:
-            raise
-        except ssl.SSLError:
-            raise ConnectFailed("TLS handshake failed") from None
-        except OSError:
-            raise ConnectFailed() from None
-        self._open.add(connection)
-        return connection
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
