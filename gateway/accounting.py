@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.access_log import AccessLog
-from gateway.metrics import NO_DEPLOYMENT, Metrics, status_class
+from gateway.metrics import NO_DEPLOYMENT, Metrics
 
 
 class Accounting:
@@ -23,6 +23,7 @@ class Accounting:
         access_log: AccessLog | None = None,
     ) -> None:
         self.metrics = metrics
+        self._series = metrics.group(model_group)
         self.access_log = access_log or AccessLog()
         self.request_id = request_id
         self.model_group = model_group
@@ -33,7 +34,7 @@ class Accounting:
         self._clock = clock
         self.started = clock()
         self._finished = False
-        metrics.in_flight.labels(model_group).inc()
+        self._series.in_flight.inc()
 
     def now(self) -> float:
         """The accounting clock."""
@@ -41,7 +42,7 @@ class Accounting:
 
     def first_byte(self) -> None:
         """Record time to first streamed chunk."""
-        self.metrics.ttft.labels(self.model_group).observe(self._clock() - self.started)
+        self._series.ttft.observe(self._clock() - self.started)
 
     def usage(self, usage: dict[str, Any] | None) -> None:
         """Count tokens reported by the deployment."""
@@ -49,9 +50,9 @@ class Accounting:
             return
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and prompt > 0:
-            self.metrics.prompt_tokens.labels(self.model_group).inc(prompt)
+            self._series.prompt_tokens.inc(prompt)
         if isinstance(completion, int) and completion > 0:
-            self.metrics.completion_tokens.labels(self.model_group).inc(completion)
+            self._series.completion_tokens.inc(completion)
 
     def finish(self, status_code: int, note: str | None = None) -> None:
         """Write metrics and the access log line; later calls do nothing."""
@@ -59,16 +60,16 @@ class Accounting:
             return
         self._finished = True
         total = self._clock() - self.started
-        group, metrics = self.model_group, self.metrics
-        metrics.in_flight.labels(group).dec()
-        metrics.requests.labels(group, self.deployment, status_class(status_code)).inc()
-        metrics.latency.labels(group, "true" if self.stream else "false").observe(total)
+        series = self._series
+        series.in_flight.dec()
+        series.requests(self.deployment, status_code).inc()
+        series.latency[self.stream].observe(total)
         if self.attempts:
-            metrics.overhead.labels(group).observe(max(0.0, total - self.waited_s))
+            series.overhead.observe(max(0.0, total - self.waited_s))
         self.access_log.line(
             {
                 "request_id": self.request_id,
-                "model_group": group,
+                "model_group": self.model_group,
                 "deployment": self.deployment,
                 "status": status_code,
                 "stream": self.stream,

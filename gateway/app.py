@@ -37,6 +37,7 @@ from gateway.protocol import (
     ModelCard,
     ModelList,
 )
+from gateway.replies import Reply, StreamReply
 from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
 from gateway.sdk import SdkClient
@@ -206,8 +207,8 @@ _PROXY_ENDPOINTS: list[tuple[str, str, str, type[BaseModel]]] = [
 ]
 
 
-def _proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Response]]:
-    async def handle(request: Request) -> Response:
+def _proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Reply | StreamReply]]:
+    async def handle(request: Request) -> Reply | StreamReply:
         return await _proxy(request, request.state.gateway, endpoint, field)
 
     return handle
@@ -245,7 +246,7 @@ def _document_proxy_endpoints(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Response:
+async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Reply | StreamReply:
     request_id: str = request.state.request_id
     principal = state.keys.authenticate(request.headers.get("authorization"))
     raw = await read_body(request, state.config.gateway_settings.max_body_bytes)
@@ -264,7 +265,9 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
         principal.check_rate()
     accounting = Accounting(state.metrics, request_id, route.group.name, stream, access_log=state.access_log)
     request.state.accounting = accounting
-    call = Call(endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller)
+    call = Call(
+        endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, model_span=facts.model_span
+    )
     return await state.forwarder.forward(call, route)
 
 

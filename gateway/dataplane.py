@@ -22,7 +22,8 @@ from gateway.requests import request_id_of
 
 log = logging.getLogger("gateway")
 
-Handler = Callable[[Request], Awaitable[Response]]
+Reply = Callable[[Scope, Receive, Send], Awaitable[None]]  # gateway.replies, or any Starlette response
+Handler = Callable[[Request], Awaitable[Reply]]
 Respond = Callable[[Request, GatewayError], Response]
 
 
@@ -48,13 +49,12 @@ class GatewayApp(FastAPI):
         scope.setdefault("state", {})["request_id"] = request_id
         scope["app"] = self
         request = Request(scope, receive, send)
+        reply: Reply
         try:
-            response = await handler(request)
+            reply = await handler(request)
         except GatewayError as exc:
-            response = self.respond(request, exc)
+            reply = self.respond(request, exc)  # with the request id
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
-            response = self.respond(request, GatewayError("internal error", code="internal_error"))
-        if "x-request-id" not in response.headers:
-            response.headers["X-Request-ID"] = request_id
-        await response(scope, receive, send)
+            reply = self.respond(request, GatewayError("internal error", code="internal_error"))
+        await reply(scope, receive, send)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from gateway import sdk
 from gateway.accounting import Accounting
@@ -24,6 +23,7 @@ from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_er
 from gateway.http1 import Response as UpstreamResponse
 from gateway.limits.shared import KeyLimits
 from gateway.metrics import Metrics
+from gateway.replies import EVENT_STREAM, Reply, StreamReply
 from gateway.requests import replace_model
 from gateway.routing import Route, Router
 from gateway.streaming import EventRelay, EventTooLarge, model_replacements
@@ -46,6 +46,7 @@ class Call:
     accounting: Accounting
     key_limits: KeyLimits | None = None  # the key's shared limits (Redis), when it has any
     key_counted: bool = False  # an attempt was admitted: the key is counted once per request
+    model_span: tuple[int, int] | None = None  # where the model's JSON string is in ``raw``, when known
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
 
     def parsed(self) -> dict[str, Any]:
@@ -57,7 +58,11 @@ class Call:
         """The client's body with ``model`` rewritten, built once per upstream name."""
         data = self._encoded.get(upstream_model)
         if data is None:
-            data = replace_model(self.raw, self.requested_model, upstream_model)
+            if self.model_span is not None:  # the scan saw exactly one "model" key
+                view, (start, end) = memoryview(self.raw), self.model_span
+                data = [view[:start], orjson.dumps(upstream_model), view[end:]]
+            else:
+                data = replace_model(self.raw, self.requested_model, upstream_model)
             if data is None:
                 body = orjson.loads(self.raw)
                 body["model"] = upstream_model
@@ -86,7 +91,7 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def forward(self, call: Call, route: Route) -> Response:
+    async def forward(self, call: Call, route: Route) -> Reply | StreamReply:
         """The deployment's response, or raise the last error once every route failed."""
         routes = self._router.plan(route, call.has_images)
         last: GatewayError | None = None
@@ -106,7 +111,7 @@ class Forwarder:
         assert last is not None
         raise last
 
-    async def _try_group(self, call: Call, route: Route) -> Response:
+    async def _try_group(self, call: Call, route: Route) -> Reply | StreamReply:
         group = route.group
         settings = self._router.settings
         attempts = settings.num_retries + 1
@@ -158,7 +163,7 @@ class Forwarder:
         call.accounting.waited_s += delay
         await asyncio.sleep(delay)
 
-    async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Response:
+    async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
         """One try; releases the deployment unless a stream now owns it."""
         if deployment.sdk:
             return await self._attempt_sdk(call, route, deployment, lease)
@@ -188,10 +193,11 @@ class Forwarder:
             deployment.record_latency(accounting.now() - sent)
             handed_off = True
             relay = EventRelay(model_replacements(upstream_model, call.requested_model))
-            return StreamingResponse(
+            media_type = response.header("Content-Type")
+            return StreamReply(
                 self._relay(call, deployment, lease, response, relay, first, sent),
-                media_type=response.header("Content-Type") or "text/event-stream",
-                headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
+                call.request_id,
+                media_type.encode("latin-1") if media_type else EVENT_STREAM,
             )
         except TRANSPORT_ERRORS as exc:
             accounting.waited_s += accounting.now() - sent
@@ -201,7 +207,7 @@ class Forwarder:
                 response.release()
                 self._router.release(deployment, lease)
 
-    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Response:
+    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Reply | StreamReply:
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -214,7 +220,7 @@ class Forwarder:
                 parsed["model"] = call.requested_model
                 data = orjson.dumps(parsed)
         call.accounting.finish(200)
-        return Response(data, media_type="application/json", headers={"X-Request-ID": call.request_id})
+        return Reply(data, call.request_id)
 
     async def _relay(
         self,
@@ -265,7 +271,7 @@ class Forwarder:
             self._count_tokens(call, relay.usage)
             accounting.finish(status, note)
 
-    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Response:
+    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
         """One try through the litellm SDK, with the fast path's accounting and release rules."""
         assert self._sdk is not None
         accounting = call.accounting
@@ -280,20 +286,14 @@ class Forwarder:
                 data = sdk.shaped(answer, call.requested_model)
                 self._count_tokens(call, data.get("usage"))
                 accounting.finish(200)
-                return Response(
-                    orjson.dumps(data), media_type="application/json", headers={"X-Request-ID": call.request_id}
-                )
+                return Reply(orjson.dumps(data), call.request_id)
             first = await self._sdk.first(answer, deployment)
             if first is None:
                 raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
             accounting.first_byte()
             deployment.record_latency(accounting.now() - sent)
             handed_off = True
-            return StreamingResponse(
-                self._relay_sdk(call, deployment, lease, answer, first, sent),
-                media_type="text/event-stream",
-                headers={"X-Request-ID": call.request_id, "Cache-Control": "no-cache"},
-            )
+            return StreamReply(self._relay_sdk(call, deployment, lease, answer, first, sent), call.request_id)
         except AttemptFailed:
             accounting.waited_s += accounting.now() - sent
             raise

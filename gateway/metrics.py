@@ -54,6 +54,32 @@ class _DeploymentCollector(Collector):
         yield busy
 
 
+class GroupMetrics:
+    """One model group's series, looked up once: finding a child by its labels costs more than
+    updating it, and every request updates seven."""
+
+    def __init__(self, metrics: Metrics, group: str) -> None:
+        self.in_flight = metrics.in_flight.labels(group)
+        self.latency = {False: metrics.latency.labels(group, "false"), True: metrics.latency.labels(group, "true")}
+        self.ttft = metrics.ttft.labels(group)
+        self.overhead = metrics.overhead.labels(group)
+        self.prompt_tokens = metrics.prompt_tokens.labels(group)
+        self.completion_tokens = metrics.completion_tokens.labels(group)
+        self._requests_family = metrics.requests
+        self._group = group
+        self._requests: dict[tuple[str, int], Counter] = {}
+
+    def requests(self, deployment: str, status_code: int) -> Counter:
+        """The requests counter of ``deployment`` for the class of ``status_code``."""
+        key = (deployment, status_code // 100)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self._requests_family.labels(
+                self._group, deployment, status_class(status_code)
+            )
+        return child
+
+
 class Metrics:
     """The gateway's metrics on a dedicated registry."""
 
@@ -129,6 +155,7 @@ class Metrics:
         self.shared_limits_errors = Counter(
             "gateway_shared_limits_errors", "Redis calls that failed or timed out", registry=r
         )
+        self._groups: dict[str, GroupMetrics] = {}
         ProcessCollector(registry=r)
         if not self.multiprocess_dir:
             r.register(_DeploymentCollector(deployments, now))
@@ -151,6 +178,13 @@ class Metrics:
         self._exposition = CollectorRegistry()
         MultiProcessCollector(self._exposition, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self._exposition)
+
+    def group(self, name: str) -> GroupMetrics:
+        """The series of model group ``name`` (groups come from the config, so they are few)."""
+        found = self._groups.get(name)
+        if found is None:
+            found = self._groups[name] = GroupMetrics(self, name)
+        return found
 
     def refresh(self) -> None:
         """Copy this worker's live deployment state into the shared gauges (multiprocess mode)."""

@@ -92,7 +92,7 @@ class UpstreamClient:
         head += b"X-Request-ID: " + request_id.encode() + b"\r\n"
         if stream:
             return await self._pool.request(origin, head, body, read_timeout=deployment.stream_timeout)
-        return await self._pool.request(origin, head, body, total_timeout=deployment.timeout)
+        return await self._pool.request(origin, head, body, total_timeout=deployment.timeout, whole=True)
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:
         """GET ``/models`` on the deployment; None when it answers 2xx (or is not probed: SDK

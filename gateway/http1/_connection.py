@@ -194,9 +194,9 @@ class Connection(asyncio.Protocol):
         self.transport.writelines([head, b"Content-Length: %d\r\n\r\n" % size, *body])
         return response
 
-    async def headers(self, response: Response) -> None:
-        """Wait until the status line and headers of ``response`` are in."""
-        while not response.status:
+    async def arrival(self, response: Response, whole: bool) -> None:
+        """Wait until the status line and headers of ``response`` are in, or all of it."""
+        while not (response.complete if whole else response.status):
             await response._wait()
 
     def finished(self, reusable: bool) -> None:

@@ -29,8 +29,10 @@ class ConnectionPool:
         body: Sequence[bytes | memoryview],
         total_timeout: float | None = None,
         read_timeout: float | None = None,
+        whole: bool = False,
     ) -> Response:
-        """Send a request and wait for the answer's head; the caller releases the response.
+        """Send a request and wait for the answer's head (or, ``whole``, all of it: one wake-up
+        instead of two); the caller releases the response.
 
         ``total_timeout`` bounds the whole exchange, body included; ``read_timeout`` the wait
         for each piece of the answer. A pooled connection the peer had closed is replaced once.
@@ -40,7 +42,7 @@ class ConnectionPool:
             connection = await self._connection(origin, fresh=attempt > 0)
             response = connection.start(head, body, deadline, read_timeout)
             try:
-                await connection.headers(response)
+                await connection.arrival(response, whole)
             except StaleConnection:
                 connection.close()
                 continue

@@ -346,3 +346,28 @@ def test_origins_and_heads_refuse_what_cannot_be_sent() -> None:
         Origin.parse("ftp://example.com")
     with pytest.raises(ValueError, match="line break"):
         request_head(b"POST", Origin.parse("http://example.com"), "x", [("X-Evil", "a\r\nHost: other")])
+
+
+async def test_a_request_may_wait_for_the_whole_answer(pool: ConnectionPool) -> None:
+    async def split(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+        await writer.drain()
+        writer.write(b"all of it")
+
+    server = await serve(split)
+    origin, prefix = head(server.port)
+    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole=True)
+    assert response.complete
+    assert await response.read() == b"all of it"
+    response.release()
+    await server.stop()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        writer.close()
+
+    server = await serve(cut)
+    origin, prefix = head(server.port)
+    with pytest.raises(ConnectionClosed):
+        await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole=True)
+    await server.stop()

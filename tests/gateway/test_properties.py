@@ -168,3 +168,21 @@ def test_a_large_image_body_is_scanned_not_parsed() -> None:
     nested = raw.replace(b'"properties":{}', b'"properties":{"stream":{"type":"boolean"}}')
     assert scan_facts(nested, "messages") is None
     assert BodyInspector().inspect(nested, "messages") == RequestFacts("vision", True, True)
+
+
+@pytest.mark.parametrize("model_token", [b'"vision"', b'"vi\\u0073ion"'])
+def test_a_scanned_body_is_rewritten_at_the_model_it_found(model_token: bytes) -> None:
+    from gateway.forwarding import Call
+    from gateway.requests import SCAN_ABOVE_BYTES, scan_facts
+
+    image = b"A" * (SCAN_ABOVE_BYTES + 1)
+    raw = (
+        b'{"messages":[{"role":"user","content":[{"type":"text","text":"say \\"model\\": x"},'
+        b'{"type":"image_url","image_url":{"url":"' + image + b'"}}]}],"model" : ' + model_token + b"}"
+    )
+    facts = scan_facts(raw, "messages")
+    assert facts == RequestFacts("vision", False, True)
+    assert facts.model_span is not None
+    call = Call("chat/completions", raw, "vision", False, True, "id", accounting=None, model_span=facts.model_span)  # type: ignore[arg-type]
+    rewritten = b"".join(bytes(part) for part in call.encoded_for("Qwen/Qwen2.5-VL"))
+    assert orjson.loads(rewritten) == {**orjson.loads(raw), "model": "Qwen/Qwen2.5-VL"}

@@ -77,7 +77,11 @@ def test_upstream_4xx_keeps_message_and_drops_the_rest() -> None:
         ),
     ],
 )
-def test_model_is_swapped_in_raw_bytes_only_when_unambiguous(raw: bytes, expected: bytes | None) -> None:
+@pytest.mark.parametrize("padding", [0, 64 * 1024], ids=["small", "large"])
+def test_model_is_swapped_in_raw_bytes_only_when_unambiguous(raw: bytes, expected: bytes | None, padding: int) -> None:
+    if padding:  # large bodies (images) are searched from quote to quote instead
+        raw = raw[:-1] + b',"pad":"' + b"A" * padding + b'"}'
+        expected = None if expected is None else expected[:-1] + b',"pad":"' + b"A" * padding + b'"}'
     parts = replace_model(raw, "vision", "Qwen/Qwen2.5-VL")
     swapped = None if parts is None else b"".join(parts)
     assert swapped == expected
