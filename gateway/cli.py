@@ -120,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from common.log import configure_logging
     from gateway.app import create_app
+    from gateway.server import uvicorn_options
 
     given = {"config": args.config, "host": args.host, "port": args.port, "workers": args.workers}
     overrides = {k: v for k, v in given.items() if v}
@@ -139,16 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     for warning in loaded.warnings:
         logging.getLogger("gateway").warning("config: %s", warning)
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,  # the gateway writes its own access log (gateway.access)
-        "proxy_headers": False,  # nothing reads the client address; the parsing costs every request
-        "log_config": None,
-        "timeout_graceful_shutdown": 30,
-    }
+    options: dict[str, Any] = {"host": settings.host, "port": settings.port, **uvicorn_options()}
     if settings.workers == 1:
         uvicorn.run(create_app(loaded.config, env), **options)
     else:

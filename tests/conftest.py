@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.server import uvicorn_options
 from tests.fakes import Behaviour, FakeUpstream, Served, serve
 
 
@@ -83,7 +84,7 @@ async def gateway() -> AsyncIterator[GatewayFactory]:
     async def start(config: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
         loaded = parse_config(config, env or {})
         app = create_app(loaded.config, env or {})
-        served = serve(app)
+        served = serve(app, **uvicorn_options())
         gw = RunningGateway(served.url, app, httpx.AsyncClient(base_url=served.url, timeout=30))
         running.append((served, gw))
         return gw

@@ -73,11 +73,12 @@ class Served:
         await self.task
 
 
-def serve(app: Any) -> Served:
+def serve(app: Any, **options: Any) -> Served:
     """Serve ``app`` on a free port; the socket already listens, so clients may connect at once
     (uvicorn accepts them once the app's startup finished)."""
     sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    options = {"log_config": None, "access_log": False, **options}
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **options))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     host, port = sock.getsockname()[:2]
     return Served(f"http://{host}:{port}", server, task)
