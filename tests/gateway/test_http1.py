@@ -80,6 +80,17 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
+def replying(data: bytes, close: bool = False) -> Handler:
+    """A handler answering every request with ``data``, then closing the connection if told."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(data)
+        if close:
+            writer.close()
+
+    return handler
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[ConnectionPool]:
     pool = ConnectionPool(connect_timeout=2)
@@ -97,10 +108,7 @@ def head(port: int, scheme: str = "http") -> tuple[Origin, bytes]:
 
 
 async def test_requests_reuse_one_connection_and_bodies_arrive_whole(pool: ConnectionPool) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(ok(b'{"ok":true}', b"Content-Type: application/json\r\nRetry-After: 3\r\n"))
-
-    server = await serve(answer)
+    server = await serve(replying(ok(b'{"ok":true}', b"Content-Type: application/json\r\nRetry-After: 3\r\n")))
     origin, prefix = head(server.port)
     for _ in range(3):
         response = await pool.request(origin, prefix, [b'{"a":', memoryview(b"1}")], total_timeout=5)
@@ -144,11 +152,7 @@ async def test_a_chunked_answer_is_readable_piece_by_piece_as_it_arrives(pool: C
 async def test_a_body_that_runs_to_the_close_is_complete_and_the_connection_is_not_reused(
     pool: ConnectionPool,
 ) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-        writer.close()
-
-    server = await serve(answer)
+    server = await serve(replying(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", close=True))
     origin, prefix = head(server.port)
     for _ in range(2):
         response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
@@ -177,10 +181,7 @@ async def test_a_pooled_connection_closed_by_the_peer_is_replaced_without_an_err
 
 
 async def test_a_new_connection_closed_before_an_answer_fails(pool: ConnectionPool) -> None:
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.close()
-
-    server = await serve(hang_up)
+    server = await serve(replying(b"", close=True))
     origin, prefix = head(server.port)
     with pytest.raises(ConnectionClosed):
         await pool.request(origin, prefix, [b"{}"], total_timeout=5)
@@ -189,11 +190,7 @@ async def test_a_new_connection_closed_before_an_answer_fails(pool: ConnectionPo
 
 
 async def test_a_body_cut_short_fails_with_connection_closed(pool: ConnectionPool) -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        writer.close()
-
-    server = await serve(cut)
+    server = await serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", close=True))
     origin, prefix = head(server.port)
     response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
     with pytest.raises(ConnectionClosed, match="closed mid-response"):
@@ -203,10 +200,7 @@ async def test_a_body_cut_short_fails_with_connection_closed(pool: ConnectionPoo
 
 
 async def test_an_answer_that_is_not_http_fails_with_invalid_response(pool: ConnectionPool) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-
-    server = await serve(garbage)
+    server = await serve(replying(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"))
     origin, prefix = head(server.port)
     with pytest.raises(InvalidResponse):
         await pool.request(origin, prefix, [b"{}"], total_timeout=5)
@@ -214,10 +208,7 @@ async def test_an_answer_that_is_not_http_fails_with_invalid_response(pool: Conn
 
 
 async def test_an_interim_answer_is_skipped(pool: ConnectionPool) -> None:
-    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n" + ok(b"final"))
-
-    server = await serve(interim)
+    server = await serve(replying(b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n" + ok(b"final")))
     origin, prefix = head(server.port)
     response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
     assert response.status == 200
@@ -287,10 +278,7 @@ async def test_a_slow_reader_holds_back_the_socket_and_loses_nothing(pool: Conne
 
 
 async def test_an_answer_released_unread_closes_its_connection(pool: ConnectionPool) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
-
-    server = await serve(answer)
+    server = await serve(replying(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"))
     origin, prefix = head(server.port)
     response = await pool.request(origin, prefix, [b"{}"], read_timeout=5)
     assert await response.readany() == b"hi"
@@ -321,10 +309,7 @@ async def test_https_is_verified_against_the_trusted_authorities(tls_files: tupl
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(ok(b"secret"))
-
-    server = await ScriptedServer(answer).start(tls=server_tls)
+    server = await ScriptedServer(replying(ok(b"secret"))).start(tls=server_tls)
     origin, prefix = head(server.port, "https")
     untrusting = ConnectionPool(connect_timeout=2)
     with pytest.raises(ConnectFailed, match="TLS"):
@@ -362,11 +347,7 @@ async def test_a_request_may_wait_for_the_whole_answer(pool: ConnectionPool) -> 
     response.release()
     await server.stop()
 
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        writer.close()
-
-    server = await serve(cut)
+    server = await serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", close=True))
     origin, prefix = head(server.port)
     with pytest.raises(ConnectionClosed):
         await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole=True)
