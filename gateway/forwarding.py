@@ -207,7 +207,7 @@ class Forwarder:
                 response.release()
                 self._router.release(deployment, lease)
 
-    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Reply | StreamReply:
+    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Reply:
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -57,9 +57,14 @@ class StreamReply:
         state = _Watch()
         watcher = asyncio.create_task(_watch_disconnect(receive, relaying, state))
         try:
+            # The source is started first: closing a started generator runs its cleanup (what it
+            # holds is released), closing one never started would not.
+            first = await anext(self.chunks, None)
             await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if first is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                async for chunk in self.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:
             if not state.client_left:

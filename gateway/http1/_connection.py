@@ -165,6 +165,7 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self.response.raw_headers.clear()  # an interim answer: the real one follows
+            self._framed = False
             return
         self.response.status = status
         self.response._wake()
@@ -182,7 +183,7 @@ class Connection(asyncio.Protocol):
     def start(
         self, head: bytes, body: Sequence[bytes | memoryview], deadline: float | None, gap: float | None
     ) -> Response:
-        """Write one request and return its answer, to be awaited with ``headers``."""
+        """Write one request and return its answer, to be awaited with ``arrival``."""
         assert self.transport is not None
         response = self.response = Response(self)
         self.exchanges += 1

@@ -22,9 +22,14 @@ class Origin:
         """``http(s)://host[:port][/prefix]``; ValueError for anything else."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ValueError("api_base is not an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("api_base carries credentials; give them as api_key or extra_headers")
         tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
+        try:
+            port = parts.port or (443 if tls else 80)
+        except ValueError:
+            raise ValueError("api_base has an invalid port") from None
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         default = port == (443 if tls else 80)

@@ -124,6 +124,7 @@ def test_vllm_without_api_base_is_refused() -> None:
     ("params", "message"),
     [
         ({"api_base": "ftp://models.internal/v1"}, "not an http(s) URL"),
+        ({"api_base": "http://admin:secret@vllm:8000/v1"}, "carries credentials"),
         ({"api_base": "http://vllm:8000/v1", "extra_headers": {"X-Team": "a\r\nHost: other"}}, "line break"),
         ({"api_base": "http://vllm:8000/v1", "api_key": "sk-\nsecret"}, "line break"),
     ],

@@ -327,8 +327,13 @@ def test_origins_and_heads_refuse_what_cannot_be_sent() -> None:
     assert Origin.parse("https://api.example.com/v1/").host_header == b"api.example.com"
     assert Origin.parse("http://[::1]:8000").host_header == b"[::1]:8000"
     assert Origin.parse("http://example.com/v1").path == b"/v1"
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ValueError, match="not an http"):
         Origin.parse("ftp://example.com")
+    with pytest.raises(ValueError, match="credentials") as caught:
+        Origin.parse("https://user:secret@example.com/v1")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(ValueError, match="invalid port"):
+        Origin.parse("http://example.com:99999")
     with pytest.raises(ValueError, match="line break"):
         request_head(b"POST", Origin.parse("http://example.com"), "x", [("X-Evil", "a\r\nHost: other")])
 
