@@ -178,6 +178,9 @@ class Forwarder:
             accounting.waited_s += accounting.now() - sent
             self._router.release(deployment, lease)
             raise transport_failure(deployment, exc) from None
+        except AttemptFailed:
+            self._router.release(deployment, lease)
+            raise
         try:
             if response.status != 200 or not call.stream:
                 data = await response.read()
