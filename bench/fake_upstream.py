@@ -13,6 +13,10 @@ import uvloop
 from aiohttp import web
 
 STREAM_CHUNKS = 8
+# A request with this max_tokens is answered as a model streams: one event per token, a
+# millisecond apart, each written on its own (``bench.gateway``'s token stream scenario).
+TOKEN_EVENTS = 200
+TOKEN_INTERVAL_S = 0.001
 
 
 def _completion() -> bytes:
@@ -43,8 +47,29 @@ def _stream() -> bytes:
     return b"".join(events)
 
 
+def token_events(count: int) -> list[bytes]:
+    """One SSE event per token, then usage and ``[DONE]``."""
+    events = []
+    for index in range(count):
+        chunk = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "fake",
+            "choices": [{"index": 0, "delta": {"content": f"w{index} "}, "finish_reason": None}],
+        }
+        events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    usage = {"prompt_tokens": 10, "completion_tokens": count, "total_tokens": 10 + count}
+    final = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "fake", "choices": [], "usage": usage}
+    events.append(b"data: " + orjson.dumps(final) + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
 COMPLETION = _completion()
 STREAM_EVENTS = _stream()
+TOKEN_STREAM = token_events(TOKEN_EVENTS)
+TOKEN_MARKER = b'"max_tokens":%d' % TOKEN_EVENTS
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -52,7 +77,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if b'"stream":true' in body or b'"stream": true' in body:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(STREAM_EVENTS)
+        if TOKEN_MARKER in body:
+            for event in TOKEN_STREAM:
+                await asyncio.sleep(TOKEN_INTERVAL_S)
+                await response.write(event)
+        else:
+            await response.write(STREAM_EVENTS)
         await response.write_eof()
         return response
     return web.Response(body=COMPLETION, content_type="application/json")

@@ -8,6 +8,8 @@ Run: ``python -m bench.fake_vllm --port 9000``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -15,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response, StreamingResponse
 
-from bench.fake_upstream import COMPLETION, STREAM_EVENTS
+from bench.fake_upstream import COMPLETION, STREAM_EVENTS, TOKEN_EVENTS, TOKEN_INTERVAL_S, TOKEN_STREAM
 
 
 class ImageUrl(BaseModel):
@@ -44,11 +46,19 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
+async def _tokens() -> AsyncIterator[bytes]:
+    for event in TOKEN_STREAM:
+        await asyncio.sleep(TOKEN_INTERVAL_S)
+        yield event
+
+
 def create_app() -> FastAPI:
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatCompletionRequest) -> Response:
+        if request.stream and request.max_tokens == TOKEN_EVENTS:
+            return StreamingResponse(_tokens(), media_type="text/event-stream")
         if request.stream:
             return StreamingResponse(iter([STREAM_EVENTS]), media_type="text/event-stream")
         return Response(COMPLETION, media_type="application/json")

@@ -7,7 +7,8 @@ The fake deployment parses every request body with FastAPI and pydantic as vLLM'
 does (``--upstream raw`` for one that only reads it). nginx is Debian's ``nginx-light``
 (one worker, ``proxy_buffering off``, ``proxy_request_buffering off``, upstream keepalive);
 LiteLLM Proxy is installed on first use into ``.bench/litellm-venv``. Scenarios at concurrency 1
-send to the targets in turn, request by request; those at 32 load one target at a time.
+send to the targets in turn, request by request; those at 32 load one target at a time. The token
+stream scenario has the deployment stream 200 events a millisecond apart, as a model does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import orjson
 import yaml
 
 from bench import procstat
+from bench.fake_upstream import TOKEN_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
@@ -45,6 +47,7 @@ class Scenario:
     concurrency: int
     stream: bool
     image: bool
+    tokens: bool = False  # the deployment streams one event per token, a millisecond apart
 
 
 @dataclass
@@ -73,7 +76,7 @@ SCENARIOS = [
     for image in (False, True)
     for stream in (False, True)
     for c in (1, 32)
-]
+] + [Scenario("token stream c=32", 32, True, False, tokens=True)]
 
 
 def free_port() -> int:
@@ -91,7 +94,12 @@ def body(scenario: Scenario) -> bytes:
             {"type": "text", "text": "Describe."},
             {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
         ]
-    payload: dict[str, object] = {"model": "bench", "messages": [{"role": "user", "content": content}], "max_tokens": 8}
+    tokens = TOKEN_EVENTS if scenario.tokens else 8
+    payload: dict[str, object] = {
+        "model": "bench",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": tokens,
+    }
     if scenario.stream:
         payload["stream"] = True
     return orjson.dumps(payload)
@@ -395,6 +403,13 @@ def summary(
     ours, nginx = results.get(("small plain c=32", "ours")), results.get(("small plain c=32", "nginx"))
     if ours is not None and nginx is not None and ours.cpu_ms and nginx.cpu_ms:
         print(f"\nours / nginx CPU per request at c=32: {ours.cpu_ms / nginx.cpu_ms:.1f}x (target <= 5x)")
+    ours_tokens, nginx_tokens = results.get(("token stream c=32", "ours")), results.get(("token stream c=32", "nginx"))
+    if ours_tokens is not None and nginx_tokens is not None and ours_tokens.cpu_ms and nginx_tokens.cpu_ms:
+        events = TOKEN_EVENTS + 2  # and the usage event and [DONE]
+        print(
+            f"ours / nginx CPU per {TOKEN_EVENTS}-token stream at c=32: {ours_tokens.cpu_ms / nginx_tokens.cpu_ms:.1f}x"
+            f" ({ours_tokens.cpu_ms / events * 1000:.0f} vs {nginx_tokens.cpu_ms / events * 1000:.0f} us per event)"
+        )
     image = "image 1MiB plain c=1"
     if (image, "nginx") in results and (image, "ours") in results and (image, "direct") in results:
         direct = results[(image, "direct")].percentile(0.5)
