@@ -32,38 +32,27 @@ def _completion() -> bytes:
     )
 
 
+def _token_event(index: int) -> bytes:
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": {"content": f"w{index} "}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
 def _stream() -> bytes:
-    events = []
-    for index in range(STREAM_CHUNKS):
-        chunk = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": "fake",
-            "choices": [{"index": 0, "delta": {"content": f"w{index} "}, "finish_reason": None}],
-        }
-        events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    return b"".join(events)
+    return b"".join([*(_token_event(index) for index in range(STREAM_CHUNKS)), b"data: [DONE]\n\n"])
 
 
 def token_events(count: int) -> list[bytes]:
     """One SSE event per token, then usage and ``[DONE]``."""
-    events = []
-    for index in range(count):
-        chunk = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": "fake",
-            "choices": [{"index": 0, "delta": {"content": f"w{index} "}, "finish_reason": None}],
-        }
-        events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
     usage = {"prompt_tokens": 10, "completion_tokens": count, "total_tokens": 10 + count}
     final = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "fake", "choices": [], "usage": usage}
-    events.append(b"data: " + orjson.dumps(final) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    return events
+    events = [_token_event(index) for index in range(count)]
+    return [*events, b"data: " + orjson.dumps(final) + b"\n\n", b"data: [DONE]\n\n"]
 
 
 COMPLETION = _completion()
