@@ -22,7 +22,6 @@ class Accounting:
         clock: Callable[[], float] = time.perf_counter,
         access_log: AccessLog | None = None,
     ) -> None:
-        self.metrics = metrics
         self._series = metrics.group(model_group)
         self.access_log = access_log or AccessLog()
         self.request_id = request_id

@@ -22,8 +22,8 @@ from gateway.requests import request_id_of
 
 log = logging.getLogger("gateway")
 
-Reply = Callable[[Scope, Receive, Send], Awaitable[None]]  # gateway.replies, or any Starlette response
-Handler = Callable[[Request], Awaitable[Reply]]
+AsgiReply = Callable[[Scope, Receive, Send], Awaitable[None]]  # gateway.replies, or any Starlette response
+Handler = Callable[[Request], Awaitable[AsgiReply]]
 Respond = Callable[[Request, GatewayError], Response]
 
 
@@ -49,7 +49,7 @@ class GatewayApp(FastAPI):
         scope.setdefault("state", {})["request_id"] = request_id
         scope["app"] = self
         request = Request(scope, receive, send)
-        reply: Reply
+        reply: AsgiReply
         try:
             reply = await handler(request)
         except GatewayError as exc:

@@ -28,11 +28,11 @@ class AttemptFailed(Exception):
         self.retryable = retryable
 
 
-def upstream_headers(deployment: Deployment, accept: str) -> list[tuple[str, str]]:
+def upstream_headers(deployment: Deployment) -> list[tuple[str, str]]:
     """What every request to ``deployment`` carries; its ``extra_headers`` win over the defaults."""
     headers = {
         "accept-encoding": ("Accept-Encoding", "identity"),
-        "accept": ("Accept", accept),
+        "accept": ("Accept", "*/*"),
         "user-agent": ("User-Agent", "gateway"),
     }
     if deployment.api_key:
@@ -44,7 +44,7 @@ def upstream_headers(deployment: Deployment, accept: str) -> list[tuple[str, str
 
 def check_deployment(deployment: Deployment) -> None:
     """ValueError when requests to ``deployment`` cannot be written (its api_base or a header)."""
-    request_head(b"POST", Origin.parse(deployment.api_base), "chat/completions", upstream_headers(deployment, "*/*"))
+    request_head(b"POST", Origin.parse(deployment.api_base), "chat/completions", upstream_headers(deployment))
 
 
 class UpstreamClient:
@@ -55,7 +55,7 @@ class UpstreamClient:
 
     def __init__(self, connect_timeout: float) -> None:
         self._pool = ConnectionPool(connect_timeout)
-        self._heads: weakref.WeakKeyDictionary[Deployment, dict[str, tuple[Origin, bytes]]] = (
+        self._heads: weakref.WeakKeyDictionary[Deployment, dict[tuple[bytes, str], tuple[Origin, bytes]]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -67,11 +67,11 @@ class UpstreamClient:
         heads = self._heads.get(deployment)
         if heads is None:
             heads = self._heads[deployment] = {}
-        key = f"{method!r} {endpoint}"
+        key = (method, endpoint)
         prepared = heads.get(key)
         if prepared is None:
             origin = Origin.parse(deployment.api_base)
-            head = request_head(method, origin, endpoint, upstream_headers(deployment, "*/*"))
+            head = request_head(method, origin, endpoint, upstream_headers(deployment))
             if method == b"POST":
                 head += b"Content-Type: application/json\r\n"
             prepared = heads[key] = (origin, head)
