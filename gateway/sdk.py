@@ -24,6 +24,7 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from gateway.sdk_fields import sdk_arguments
 from gateway.upstream import AttemptFailed
 
 log = logging.getLogger("gateway.sdk")
@@ -57,13 +58,13 @@ class SdkClient:
         """The provider's answer as LiteLLM gives it; raises AttemptFailed like the fast path."""
         await self.start()
         function = getattr(self._litellm, _ENDPOINTS[endpoint])
-        params = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        # Only allow-listed OpenAI fields come from the client; every SDK setting (endpoint,
+        # credentials, provider) comes from the deployment's config and nothing else.
+        params = sdk_arguments(endpoint, body, self._drop_params)
         params.update(deployment.sdk_params)
         params["model"] = f"{deployment.provider}/{deployment.upstream_model}"
-        if deployment.api_base:
-            params["api_base"] = deployment.api_base
-        if deployment.api_key:
-            params["api_key"] = deployment.api_key
+        params["api_base"] = deployment.api_base or None
+        params["api_key"] = deployment.api_key or None
         params.update(num_retries=0, max_retries=0, drop_params=self._drop_params)
         params["timeout"] = deployment.stream_timeout if stream else deployment.timeout
         if endpoint != "embeddings":

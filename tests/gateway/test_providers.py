@@ -232,3 +232,72 @@ async def test_embeddings_and_the_routing_table_for_sdk_providers(gateway: Gatew
         assert " fast " in next(line for line in table.splitlines() if line.startswith("v "))
     finally:
         await azure.stop()
+
+
+STEERING_FIELDS = {
+    "api_base": "DECOY",
+    "base_url": "DECOY",
+    "api_key": "sk-attacker",
+    "custom_llm_provider": "openai",
+    "aws_secret_access_key": "x",
+    "vertex_credentials": "{}",
+    "callbacks": ["langfuse"],
+    "extra_headers": {"x-api-key": "x"},
+}
+
+
+@pytest.mark.parametrize("field", sorted(STEERING_FIELDS))
+async def test_a_client_cannot_steer_the_sdk_or_see_the_provider_key(field: str, gateway: GatewayFactory) -> None:
+    decoy = await ProviderFake("anthropic").start()
+    try:
+        # No api_base configured: the SDK's own default, which a client must not replace.
+        entry = {"model_name": "cloud", "litellm_params": {"model": "anthropic/claude-test", "api_key": "sk-operator"}}
+        gw = await _gateway(gateway, entry)
+        value = decoy.url if STEERING_FIELDS[field] == "DECOY" else STEERING_FIELDS[field]
+        body = {"model": "cloud", "messages": HI, field: value}
+        response = await gw.http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["param"] == field
+        assert error["code"] == "unsupported_parameter"
+        assert decoy.bodies == []
+        assert "sk-operator" not in response.text
+    finally:
+        await decoy.stop()
+
+
+async def test_drop_params_drops_unknown_fields_instead(gateway: GatewayFactory) -> None:
+    real = await ProviderFake("anthropic").start()
+    decoy = await ProviderFake("anthropic").start()
+    try:
+        entry = Provider("anthropic", real).entry()
+        config = {
+            "model_list": [entry],
+            "router_settings": {"num_retries": 0},
+            "litellm_settings": {"drop_params": True},
+        }
+        gw = await gateway(config)
+        body = {"model": "cloud", "messages": HI, "api_base": decoy.url, "api_key": "sk-attacker", "metadata": {}}
+        response = await gw.http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200
+        assert decoy.bodies == []
+        assert real.headers[-1]["x-api-key"] == "anthropic-key"
+    finally:
+        await real.stop()
+        await decoy.stop()
+
+
+async def test_openai_fields_reach_the_provider(gateway: GatewayFactory) -> None:
+    azure = await FakeUpstream("azure").start()
+    try:
+        gw = await _gateway(gateway, Provider("azure", azure).entry())
+        answer = await gw.openai().chat.completions.create(
+            model="cloud", messages=HI, temperature=0.5, seed=3, user="u1", metadata={"a": "b"}, store=False
+        )
+        assert answer.choices[0].message.content
+        sent = azure.bodies[-1]
+        assert sent["temperature"] == 0.5
+        assert sent["seed"] == 3
+        assert "metadata" not in sent
+    finally:
+        await azure.stop()
