@@ -104,7 +104,7 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        client = UpstreamClient(config.gateway_settings.connect_timeout)
+        client = UpstreamClient(config.gateway_settings.connect_timeout, config.gateway_settings.max_answer_bytes)
         sdk_client = None
         if any(d.sdk for g in router.groups.values() for d in g.deployments):
             sdk_client = SdkClient(bool(config.litellm_settings.get("drop_params", False)))

@@ -113,6 +113,7 @@ class ApiKey(_Strict):
 class GatewaySettings(_Strict):
     api_keys: list[ApiKey] = Field(default_factory=list)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_answer_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # a non-streamed answer, read whole
     queue_timeout: float = Field(default=5.0, ge=0)
     ready_cache_seconds: float = Field(default=5.0, ge=0)
     ready_probe_timeout: float = Field(default=2.0, gt=0)

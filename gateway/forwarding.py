@@ -183,7 +183,7 @@ class Forwarder:
             raise
         try:
             if response.status != 200 or not call.stream:
-                data = await response.read()
+                data = await response.read(self._client.max_answer_bytes)
                 accounting.waited_s += accounting.now() - sent
                 if response.status != 200:
                     raise status_failure(deployment, response.status, data, response.header("Retry-After"))

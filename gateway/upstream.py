@@ -14,7 +14,7 @@ from gateway.errors import (
     UpstreamTimeout,
     rejected_from_upstream,
 )
-from gateway.http1 import ConnectionPool, Origin, Response, TransportError, request_head
+from gateway.http1 import BodyTooLarge, ConnectionPool, Origin, Response, TransportError, request_head
 
 TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
 
@@ -53,8 +53,9 @@ class UpstreamClient:
     The head of each deployment's requests is built once; a request adds its id, length and body.
     """
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, max_answer_bytes: int = 64 * 1024 * 1024) -> None:
         self._pool = ConnectionPool(connect_timeout)
+        self.max_answer_bytes = max_answer_bytes
         self._heads: weakref.WeakKeyDictionary[Deployment, dict[tuple[bytes, str], tuple[Origin, bytes]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -92,7 +93,9 @@ class UpstreamClient:
         head += b"X-Request-ID: " + request_id.encode() + b"\r\n"
         if stream:
             return await self._pool.request(origin, head, body, read_timeout=deployment.stream_timeout)
-        return await self._pool.request(origin, head, body, total_timeout=deployment.timeout, whole=True)
+        return await self._pool.request(
+            origin, head, body, total_timeout=deployment.timeout, whole_limit=self.max_answer_bytes
+        )
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:
         """GET ``/models`` on the deployment; None when it answers 2xx (or is not probed: SDK
@@ -106,7 +109,7 @@ class UpstreamClient:
         try:
             response = await self._pool.request(origin, head, (), total_timeout=timeout)
             try:
-                await response.read()
+                await response.read(self.max_answer_bytes)
             finally:
                 response.release()
         except TRANSPORT_ERRORS as exc:
@@ -126,6 +129,12 @@ def describe_transport_error(exc: BaseException) -> str:
 def transport_failure(deployment: Deployment, exc: BaseException) -> AttemptFailed:
     """Map a connection-level exception to a retryable failure."""
     reason = describe_transport_error(exc)
+    if isinstance(exc, BodyTooLarge):
+        # Another deployment would answer as much: not retried, and no sign of an unhealthy one.
+        return AttemptFailed(
+            UpstreamFailed(f"model '{deployment.group}' answered more than the gateway accepts ({exc.reason})"),
+            False,
+        )
     if isinstance(exc, TimeoutError):
         return AttemptFailed(UpstreamTimeout(f"model '{deployment.group}' did not answer in time"), True)
     return AttemptFailed(UpstreamFailed(f"model '{deployment.group}' could not be reached: {reason}"), True)

@@ -40,6 +40,7 @@ class Behaviour:
     context_tokens: int | None = None  # refuse longer prompts as vLLM does (two characters a token)
     report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
+    embedding_dimensions: int | None = None  # pad each vector to this many numbers (4096: a large model's)
 
 
 # Words the fake embedding model treats as meaning the same (what dense retrieval adds to BM25).
@@ -301,6 +302,11 @@ class FakeUpstream:
         data = [
             {"object": "embedding", "index": i, "embedding": embedding_of(str(text))} for i, text in enumerate(inputs)
         ]
+        dimensions = self.behaviour.embedding_dimensions
+        if dimensions:
+            for item in data:
+                vector = item["embedding"]
+                item["embedding"] = [*vector, *(0.123456789 for _ in range(dimensions - len(vector)))]
         payload = {"object": "list", "model": body["model"], "data": data, "usage": {"prompt_tokens": 3}}
         return web.json_response(payload)
 

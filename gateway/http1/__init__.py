@@ -10,11 +10,12 @@ Failures are drawn in ``_exceptions``.
 """
 
 from gateway.http1._connection import Response
-from gateway.http1._exceptions import ConnectFailed, ConnectionClosed, InvalidResponse, TransportError
+from gateway.http1._exceptions import BodyTooLarge, ConnectFailed, ConnectionClosed, InvalidResponse, TransportError
 from gateway.http1._origin import Origin, request_head
 from gateway.http1._pool import ConnectionPool
 
 __all__ = [
+    "BodyTooLarge",
     "ConnectFailed",
     "ConnectionClosed",
     "ConnectionPool",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from gateway.http1._exceptions import ConnectionClosed, InvalidResponse, StaleConnection
+from gateway.http1._exceptions import BodyTooLarge, ConnectionClosed, InvalidResponse, StaleConnection
 from gateway.http1._origin import Origin
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 _PAUSE_ABOVE_BYTES = 1024 * 1024
 _RESUME_BELOW_BYTES = 256 * 1024
+WHOLE_LIMIT_BYTES = 64 * 1024 * 1024  # what ``read`` accepts unless told otherwise
 
 
 class Response:
@@ -33,6 +34,9 @@ class Response:
         self.complete = False
         self.error: BaseException | None = None
         self.released = False
+        # Set once the body is to be read whole: the socket is never paused then (nothing would
+        # resume it), and past this many bytes the answer fails instead.
+        self._whole_limit: int | None = None
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (any case), or None."""
@@ -42,8 +46,18 @@ class Response:
                 return value.decode("latin-1")
         return None
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    def read_whole(self, limit: int) -> None:
+        """From now on the body is read whole: keep reading the socket, fail past ``limit`` bytes."""
+        self._whole_limit = limit
+        if self._buffered > limit:
+            self._too_large()
+        elif self._connection.response is self:
+            self._connection.resume()
+
+    async def read(self, limit: int = WHOLE_LIMIT_BYTES) -> bytes:
+        """The whole body; BodyTooLarge past ``limit`` bytes."""
+        if self._whole_limit is None:
+            self.read_whole(limit)
         while not self.complete:
             await self._wait()
         body = b"".join(self._chunks)
@@ -89,9 +103,21 @@ class Response:
     def _feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered > _PAUSE_ABOVE_BYTES and self._connection.response is self:
+        limit = self._whole_limit
+        if limit is not None:
+            if self._buffered > limit:
+                self._too_large()
+                return
+        elif self._buffered > _PAUSE_ABOVE_BYTES and self._connection.response is self:
             self._connection.pause()
         self._wake()
+
+    def _too_large(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+        self._fail(BodyTooLarge(f"answer larger than {self._whole_limit} bytes"))
+        if self._connection.response is self:
+            self._connection.close()
 
     def _fail(self, error: BaseException) -> None:
         if not self.complete and self.error is None:

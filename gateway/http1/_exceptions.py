@@ -3,7 +3,8 @@
 TransportError          the exchange failed below HTTP; ``reason`` says how, without addresses
 ├── ConnectFailed       no connection could be made (refused, unreachable, DNS, TLS)
 ├── ConnectionClosed    the peer closed the connection before the answer was complete
-└── InvalidResponse     the peer's answer is not HTTP/1.x
+├── InvalidResponse     the peer's answer is not HTTP/1.x
+└── BodyTooLarge        an answer to be read whole is larger than the caller allows
 TimeoutError            connecting, the whole answer, or the gap between two reads took too long
 """
 
@@ -41,3 +42,9 @@ class InvalidResponse(TransportError):
 
 class StaleConnection(ConnectionClosed):
     """A pooled connection closed before a byte of the answer: the request was not served."""
+
+
+class BodyTooLarge(TransportError):
+    """An answer to be read whole is larger than the caller allows."""
+
+    reason = "answer too large"

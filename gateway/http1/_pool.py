@@ -29,10 +29,10 @@ class ConnectionPool:
         body: Sequence[bytes | memoryview],
         total_timeout: float | None = None,
         read_timeout: float | None = None,
-        whole: bool = False,
+        whole_limit: int | None = None,
     ) -> Response:
-        """Send a request and wait for the answer's head (or, ``whole``, all of it: one wake-up
-        instead of two); the caller releases the response.
+        """Send a request and wait for the answer's head (or, with ``whole_limit``, all of it, at
+        most that many bytes: one wake-up instead of two); the caller releases the response.
 
         ``total_timeout`` bounds the whole exchange, body included; ``read_timeout`` the wait
         for each piece of the answer. A pooled connection the peer had closed is replaced once.
@@ -41,8 +41,10 @@ class ConnectionPool:
         for attempt in (0, 1):
             connection = await self._connection(origin, fresh=attempt > 0)
             response = connection.start(head, body, deadline, read_timeout)
+            if whole_limit is not None:
+                response.read_whole(whole_limit)
             try:
-                await connection.arrival(response, whole)
+                await connection.arrival(response, whole_limit is not None)
             except StaleConnection:
                 connection.close()
                 continue

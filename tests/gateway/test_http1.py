@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.http1 import (
+    BodyTooLarge,
     ConnectFailed,
     ConnectionClosed,
     ConnectionPool,
@@ -346,7 +347,7 @@ async def test_a_request_may_wait_for_the_whole_answer(pool: ConnectionPool) -> 
 
     server = await serve(split)
     origin, prefix = head(server.port)
-    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole=True)
+    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole_limit=1024)
     assert response.complete
     assert await response.read() == b"all of it"
     response.release()
@@ -355,5 +356,42 @@ async def test_a_request_may_wait_for_the_whole_answer(pool: ConnectionPool) -> 
     server = await serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", close=True))
     origin, prefix = head(server.port)
     with pytest.raises(ConnectionClosed):
-        await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole=True)
+        await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole_limit=1024)
+    await server.stop()
+
+
+def large(size: int) -> Handler:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            writer.write(b"y" * 65536)
+            await writer.drain()
+
+    return answer
+
+
+async def test_an_answer_read_whole_is_never_held_back(pool: ConnectionPool) -> None:
+    size = 4 * 1024 * 1024
+    server = await serve(large(size))
+    origin, prefix = head(server.port)
+    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole_limit=size)
+    assert len(await response.read()) == size
+    response.release()
+    # Read whole after the head came in (the error body of a stream): the same.
+    response = await pool.request(origin, prefix, [b"{}"], read_timeout=5)
+    assert len(await response.read()) == size
+    response.release()
+    await server.stop()
+
+
+async def test_an_answer_past_the_limit_fails_and_its_connection_closes(pool: ConnectionPool) -> None:
+    server = await serve(large(4 * 1024 * 1024))
+    origin, prefix = head(server.port)
+    with pytest.raises(BodyTooLarge):
+        await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole_limit=1024 * 1024)
+    response = await pool.request(origin, prefix, [b"{}"], read_timeout=5)
+    with pytest.raises(BodyTooLarge):
+        await response.read(1024 * 1024)
+    response.release()
+    assert server.connections == 2
     await server.stop()
