@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,7 +36,8 @@ def server_binaries() -> Path | None:
 class PostgresServer:
     port: int
     directory: Path
-    process: subprocess.Popen[bytes]
+    binaries: Path
+    process: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -46,6 +48,44 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def start(self) -> None:
+        """Run the server and wait until it takes connections."""
+        options = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.directory}"]
+        with (self.directory / "server.log").open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [
+                    self.binaries / "postgres",
+                    "-D",
+                    self.directory / "data",
+                    "-p",
+                    str(self.port),
+                    *options,
+                    "-c",
+                    "fsync=off",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                cwd=self.directory,
+                **_as_postgres(),  # type: ignore[arg-type]
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.directory / "server.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"PostgreSQL did not start:\n{log}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut, as in a restart)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)  # "fast" shutdown; SIGTERM waits for every client
+            self.process.wait(timeout=30)
+            self.process = None
 
 
 def _as_postgres() -> dict[str, object]:
@@ -59,6 +99,23 @@ def _as_postgres() -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    server = new_server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, which it may stop and start again."""
+    server = new_server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def new_server() -> PostgresServer:
+    """A new cluster in a temporary folder, running on a free loopback port."""
     binaries = server_binaries()
     if binaries is None:
         pytest.fail("PostgreSQL's server binaries are missing: `make test` installs Debian's postgresql")
@@ -66,36 +123,13 @@ def postgres_server() -> Iterator[PostgresServer]:
     owner = _as_postgres()
     if owner:
         os.chown(directory, owner["user"], owner["group"])  # type: ignore[arg-type]
-    data = directory / "data"
     subprocess.run(
-        [binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+        [binaries / "initdb", "-D", directory / "data", "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
         check=True,
         stdout=subprocess.DEVNULL,
         cwd=directory,
         **owner,  # type: ignore[arg-type]
     )
-    port = free_port()
-    options = ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={directory}", "-c", "fsync=off"]
-    with (directory / "server.log").open("wb") as log_file:
-        process = subprocess.Popen(
-            [binaries / "postgres", "-D", data, "-p", str(port), *options],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            cwd=directory,
-            **owner,  # type: ignore[arg-type]
-        )
-    server = PostgresServer(port, directory, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            psycopg.connect(server.url(), connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (directory / "server.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"PostgreSQL did not start:\n{log}") from None
-            time.sleep(0.05)
-    yield server
-    process.terminate()
-    process.wait(timeout=30)
-    shutil.rmtree(directory, ignore_errors=True)
+    server = PostgresServer(free_port(), directory, binaries)
+    server.start()
+    return server

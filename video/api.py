@@ -14,7 +14,14 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
 from common.auth import bearer_token, digest, find_key
-from common.errors import AuthenticationFailed, InvalidRequest, NotFound, error_response, install_error_handlers
+from common.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    error_response,
+    install_error_handlers,
+)
 from video import actions
 from video.components import Components, build_components
 from video.fanout import timestamp_label
@@ -35,10 +42,11 @@ from video.protocol import (
 from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.state import ServiceState, session_or_404
-from video.store import Store, open_store
+from video.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("video")
 STATIC_DIR = Path(__file__).parent / "static"
+STORE_RETRY_AFTER_S = 5
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -238,5 +246,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         return error_response(InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param))
 
+    async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+        # A database restart or outage: the client may retry; the job itself resumes on its own.
+        return error_response(
+            ServiceUnavailable(f"{exc}; try again shortly", code="store_unavailable", retry_after=STORE_RETRY_AFTER_S)
+        )
+
     install_error_handlers(app, lambda _, error: error_response(error), log)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StoreUnavailable, on_store_unavailable)

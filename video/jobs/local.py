@@ -21,9 +21,11 @@ from video.jobs.summaries import EMBED_BATCH, Summariser
 from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, sample
-from video.store import Session, Store
+from video.store import Session, Store, StoreUnavailable
 
 log = logging.getLogger("video.jobs")
+STORE_RETRY_MIN_S = 1.0  # a job whose database is down tries again after this, doubling up to the max
+STORE_RETRY_MAX_S = 30.0
 
 
 def sampling_options(session: Session) -> SamplingOptions:
@@ -113,20 +115,41 @@ class LocalEngine:
         self.events.publish(session_id, {"event": kind, **self.progress(session_id), **extra})
 
     async def _run(self, session_id: str) -> None:
+        delay = STORE_RETRY_MIN_S
+        try:
+            while True:
+                try:
+                    await self._attempt(session_id)
+                    return
+                except StoreUnavailable:
+                    # The database restarts or is down: the job is kept (its results so far are
+                    # stored) and goes on where it stopped once the database answers again.
+                    log.warning(
+                        "database unavailable; the job goes on once it is back", extra={"session_id": session_id}
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, STORE_RETRY_MAX_S)
+        finally:
+            self.summariser.forget(session_id)
+
+    async def _attempt(self, session_id: str) -> None:
         session = self.store.get_session(session_id)
         if session is None:
             return
         try:
             await self._process(session)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except VideoRejected as exc:
             self._fail(session_id, str(exc))
+        except ExceptionGroup as group:
+            if group.subgroup(StoreUnavailable) is not None:  # raised by the job's summaries too
+                raise StoreUnavailable(str(group.exceptions[0])) from group
+            log.exception("job failed", extra={"session_id": session_id})
+            self._fail(session_id, "the analysis failed unexpectedly; see the service log")
         except Exception:
             log.exception("job failed", extra={"session_id": session_id})
             self._fail(session_id, "the analysis failed unexpectedly; see the service log")
-        finally:
-            self.summariser.forget(session_id)
 
     def _fail(self, session_id: str, message: str) -> None:
         self.metrics.jobs.labels("failed").inc()

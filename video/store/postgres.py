@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,8 +23,10 @@ from video.store.records import (
     update_values,
 )
 
+log = logging.getLogger("video.store")
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
+CONNECT_TIMEOUT_S = 5
 MIGRATION_LOCK = 0x76696465  # one process migrates at a time
 NOW = "extract(epoch from clock_timestamp())"
 SESSION_COLUMNS = (
@@ -45,7 +48,8 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         try:
-            self._run(self._migrate)
+            with self._lock:
+                self._migrate(self._connect())
         except psycopg.OperationalError as exc:
             info = psycopg.conninfo.conninfo_to_dict(url)
             where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
@@ -54,19 +58,25 @@ class PostgresStore:
 
     def _connect(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         return self._conn
 
     def _run(self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` (idempotent); a connection lost on the way is reopened and it runs again."""
+        """Run ``operation`` (idempotent); a connection lost on the way is reopened and it runs again
+        once. StoreUnavailable while the server cannot be reached (it restarts, it is down)."""
         with self._lock:
             try:
-                return operation(self._connect())
-            except psycopg.OperationalError:
-                if self._conn is not None and not self._conn.broken:
-                    raise
+                try:
+                    return operation(self._connect())
+                except psycopg.OperationalError:
+                    if self._conn is not None and not self._conn.broken and not self._conn.closed:
+                        raise
+                    self._conn = None
+                    return operation(self._connect())
+            except psycopg.OperationalError as exc:
                 self._conn = None
-                return operation(self._connect())
+                log.warning("PostgreSQL cannot be reached: %s", type(exc).__name__)
+                raise StoreUnavailable("the video database cannot be reached") from None
 
     def _migrate(self, conn: Connection) -> None:
         with conn.transaction():

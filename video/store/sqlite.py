@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from video.store.base import SessionGone
+from video.store.base import SessionGone, StoreUnavailable
 from video.store.migrations import migrations
 from video.store.records import (
     FrameRecord,
@@ -83,7 +83,12 @@ class SQLiteStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise StoreUnavailable(f"the video database is busy (waited {BUSY_TIMEOUT_S} s)") from None
             try:
                 yield self._db
             except BaseException:
