@@ -68,6 +68,18 @@ def test_frame_writes_are_idempotent_and_streamable(store: Store) -> None:
     assert store.frames_stored_since("s", store.clock() + 1) == []
 
 
+def test_a_later_failure_never_erases_a_stored_description(store: Store) -> None:
+    store.create_session(_session("s"))
+    store.save_frame("s", 0, 0.0, "a red bicycle", None, b"jpeg0")
+    # A segment run twice (at-least-once): its second attempt got a 429 for the same frame.
+    store.save_frame("s", 0, 0.0, None, "the gateway answered 429")
+    assert store.counts("s") == (1, 0)
+    assert [(f.description, f.error) for f in store.frames("s")] == [("a red bicycle", None)]
+    assert store.rank_frames("s", ["bicycle"], 10) == [0]  # its search row is still there
+    assert store.described_indices("s") == {0}
+    assert store.thumbnail("s", 0) == b"jpeg0"
+
+
 def test_full_text_ranking_and_search_by_owner(store: Store) -> None:
     store.create_session(_session("s"))
     store.create_session(_session("other", owner="bob"))

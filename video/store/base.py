@@ -11,6 +11,11 @@ from typing import Any, Protocol
 from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
 
 
+# The condition of both stores' frame upsert: a description once stored is never replaced by a
+# failure (at-least-once work: a retried segment whose later attempt got a 429 or a timeout).
+KEEP_DESCRIPTION = "WHERE excluded.description IS NOT NULL OR frames.description IS NULL"
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached or opened; the message says which and why."""
 
@@ -43,7 +48,8 @@ class Store(Protocol):
         error: str | None = None,
         thumbnail: bytes | None = None,
     ) -> None:
-        """Store (or replace) one frame's result; raises ``SessionGone`` once the session is deleted."""
+        """Store one frame's result, replacing an earlier one unless that was a description and this
+        is a failure (a description once stored is kept); ``SessionGone`` once the session is deleted."""
         ...
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]: ...

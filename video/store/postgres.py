@@ -11,7 +11,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
-from video.store.base import SessionGone, StoreUnavailable
+from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
 from video.store.records import (
     FrameRecord,
@@ -140,7 +140,8 @@ class PostgresStore:
             "INSERT INTO frames (session_id, frame_index, timestamp_s, description, error, thumbnail, stored_at) "  # noqa: S608
             f"VALUES (%s,%s,%s,%s,%s,%s,{NOW}) ON CONFLICT (session_id, frame_index) DO UPDATE SET "
             "timestamp_s = excluded.timestamp_s, description = excluded.description, error = excluded.error, "
-            "thumbnail = COALESCE(excluded.thumbnail, frames.thumbnail), stored_at = excluded.stored_at"
+            "thumbnail = COALESCE(excluded.thumbnail, frames.thumbnail), stored_at = excluded.stored_at "
+            + KEEP_DESCRIPTION
         )
         try:
             self._run(lambda conn: conn.execute(sql, (session_id, index, timestamp_s, description, error, thumbnail)))

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from video.store.base import SessionGone, StoreUnavailable
+from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
 from video.store.records import (
     FrameRecord,
@@ -152,7 +152,8 @@ class SQLiteStore:
                 db.execute(
                     "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
                     "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
-                    "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at",
+                    "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at "
+                    + KEEP_DESCRIPTION,
                     (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
                 )
         except sqlite3.IntegrityError as exc:
