@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
 
-
 # The condition of both stores' frame upsert: a description once stored is never replaced by a
 # failure (at-least-once work: a retried segment whose later attempt got a 429 or a timeout).
 KEEP_DESCRIPTION = "WHERE excluded.description IS NOT NULL OR frames.description IS NULL"
