@@ -153,7 +153,7 @@ class SQLiteStore:
                     "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
                     "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
                     "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at "
-                    + KEEP_DESCRIPTION,  # noqa: S608
+                    + KEEP_DESCRIPTION,
                     (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
                 )
         except sqlite3.IntegrityError as exc:
