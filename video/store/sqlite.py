@@ -23,6 +23,11 @@ from video.store.records import (
     update_values,
 )
 
+SAVE_FRAME = (
+    "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "  # noqa: S608
+    "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
+    f"thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at {KEEP_DESCRIPTION}"
+)
 BUSY_TIMEOUT_S = 30  # another process's write transaction is waited for this long
 
 
@@ -150,10 +155,7 @@ class SQLiteStore:
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
-                    "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
-                    "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at "
-                    + KEEP_DESCRIPTION,
+                    SAVE_FRAME,
                     (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
                 )
         except sqlite3.IntegrityError as exc:
