@@ -326,6 +326,9 @@ class Forwarder:
             self._note_failure(deployment, error)
             yield sse_error_event(error)
         finally:
+            # A client that left, or a stream that broke, leaves the provider generating (and
+            # billing) until its stream is closed.
+            await sdk.close_stream(stream)
             accounting.waited_s += accounting.now() - sent
             self._router.release(deployment, lease)
             self._count_tokens(call, usage)

@@ -37,6 +37,7 @@ _USAGE_KEYS = frozenset(
     {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details", "completion_tokens_details"}
 )
 _PREFIX = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:\w+Exception\s*-\s*)?")
+_CLOSE_TIMEOUT_S = 5.0
 _ENDPOINTS = {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}
 
 
@@ -83,6 +84,18 @@ class SdkClient:
             return None
         except Exception as exc:
             raise failure(deployment, exc) from None
+
+
+async def close_stream(stream: Any) -> None:
+    """Close a LiteLLM stream and the provider's HTTP response under it (a no-op once it ended)."""
+    close = getattr(stream, "aclose", None)
+    if close is None:
+        return
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await close()
+    except Exception as exc:  # best effort: the stream is abandoned either way
+        log.debug("closing a provider stream failed: %s", type(exc).__name__)
 
 
 def check_providers(providers: set[str]) -> None:

@@ -31,6 +31,7 @@ class ProviderFake:
     headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     url: str = ""
+    streams_cut: int = 0  # streams the client (the gateway) hung up on before their end
     _runner: web.AppRunner | None = None
     _failed: int = 0
 
@@ -98,9 +99,15 @@ class ProviderFake:
         block = content[0]
         if block["type"] == "text":
             await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            for word in str(block["text"]).split(" "):
-                delta = {"type": "text_delta", "text": word + " "}
-                await event("content_block_delta", {"index": 0, "delta": delta})
+            try:
+                for word in str(block["text"]).split(" "):
+                    delta = {"type": "text_delta", "text": word + " "}
+                    await event("content_block_delta", {"index": 0, "delta": delta})
+                    if self.behaviour.chunk_delay_s:
+                        await asyncio.sleep(self.behaviour.chunk_delay_s)
+            except (ConnectionError, asyncio.CancelledError):
+                self.streams_cut += 1
+                raise
         else:
             await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
             delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}

@@ -4,10 +4,12 @@ sees the same shapes as from a vLLM deployment."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
@@ -301,3 +303,44 @@ async def test_openai_fields_reach_the_provider(gateway: GatewayFactory) -> None
         assert "metadata" not in sent
     finally:
         await azure.stop()
+
+
+async def test_a_client_gone_mid_stream_closes_the_provider_stream(
+    gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream object may outlive the request (LiteLLM's logging keeps references): whatever
+    # holds it, the provider's response is closed when the client leaves, not when it is freed.
+    from gateway.sdk import SdkClient
+
+    kept: list[Any] = []
+    call = SdkClient.call
+
+    async def keeping(self: SdkClient, *args: Any) -> Any:
+        kept.append(await call(self, *args))
+        return kept[-1]
+
+    monkeypatch.setattr(SdkClient, "call", keeping)
+    # 20 MB of text: a client that stops reading makes the gateway wait on its socket, not on the
+    # provider, when it hangs up; the provider's stream must be closed all the same.
+    fake = await ProviderFake(
+        "anthropic", Behaviour(content=" ".join(f"{i:04d}" + "w" * 100_000 for i in range(200)))
+    ).start()
+    try:
+        gw = await _gateway(gateway, Provider("anthropic", fake).entry())
+        body = orjson.dumps({"model": "cloud", "messages": HI, "stream": True})
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.read(1000)
+        await asyncio.sleep(0.5)  # a client that stops reading, then hangs up
+        writer.close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while fake.streams_cut == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the provider stream was left running"
+            await asyncio.sleep(0.02)
+    finally:
+        await fake.stop()
