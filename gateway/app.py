@@ -37,7 +37,7 @@ from gateway.protocol import (
     ModelCard,
     ModelList,
 )
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, unless_client_leaves
 from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
 from gateway.routing import Router
 from gateway.sdk import SdkClient
@@ -268,7 +268,7 @@ async def _proxy(request: Request, state: GatewayState, endpoint: str, field: st
     call = Call(
         endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, model_span=facts.model_span
     )
-    return await state.forwarder.forward(call, route)
+    return await unless_client_leaves(request.receive, state.forwarder.forward(call, route))
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> Callable[[Request, GatewayError], Response]:

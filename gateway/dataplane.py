@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.errors import ClientClosedRequest, GatewayError
 from gateway.requests import request_id_of
 
 log = logging.getLogger("gateway")
@@ -54,6 +54,10 @@ class GatewayApp(FastAPI):
             reply = await handler(request)
         except GatewayError as exc:
             reply = self.respond(request, exc)  # with the request id
+        except ClientDisconnect:
+            # Gone while its body was read or its answer awaited: counted as 499, nothing to send.
+            self.respond(request, ClientClosedRequest("the client closed the connection"))
+            return
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             reply = self.respond(request, GatewayError("internal error", code="internal_error"))

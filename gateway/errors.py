@@ -5,7 +5,8 @@ GatewayError (= common.errors.ApiError)
  ├── ModelNotFound           404 invalid_request_error / model_not_found
  ├── PermissionDenied        403 permission_error / model_not_allowed
  ├── UpstreamRejected        4xx passed on from a deployment, message kept, internals dropped
- └── NoDeploymentAvailable   503 service_unavailable / no_deployment_available (Retry-After)
+ ├── NoDeploymentAvailable   503 service_unavailable / no_deployment_available (Retry-After)
+ └── ClientClosedRequest     499 (nginx's code): the client left first; counted, never sent
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class PermissionDenied(shared.PermissionDenied):
 
 class NoDeploymentAvailable(shared.ServiceUnavailable):
     code = "no_deployment_available"
+
+
+class ClientClosedRequest(ApiError):
+    status_code = 499
+    error_type = "client_closed_request"
+    code = "client_closed_request"
 
 
 class UpstreamRejected(ApiError):
@@ -75,6 +82,7 @@ def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
 
 __all__ = [
     "AuthenticationFailed",
+    "ClientClosedRequest",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",

@@ -178,7 +178,7 @@ class Forwarder:
             accounting.waited_s += accounting.now() - sent
             self._router.release(deployment, lease)
             raise transport_failure(deployment, exc) from None
-        except AttemptFailed:
+        except BaseException:  # AttemptFailed, or the client gone (cancelled) while waiting
             self._router.release(deployment, lease)
             raise
         try:

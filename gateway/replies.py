@@ -9,9 +9,13 @@ watches for the client leaving with one plain task.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
+
+T = TypeVar("T")
 
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream"
@@ -92,6 +96,26 @@ async def _watch_disconnect(receive: Receive, relaying: asyncio.Task[object], st
                 state.client_left = True
                 relaying.cancel()
             return
+
+
+async def unless_client_leaves(receive: Receive, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` (the request's body already read); a client that disconnects first
+    cancels it (the deployment's connection is closed, its slot released) and ClientDisconnect is
+    raised instead."""
+    waiting = asyncio.current_task()
+    assert waiting is not None
+    state = _Watch()
+    watcher = asyncio.create_task(_watch_disconnect(receive, waiting, state))
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if not state.client_left:
+            raise
+        waiting.uncancel()
+        raise ClientDisconnect() from None
+    finally:
+        state.finished = True
+        watcher.cancel()
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:

@@ -86,3 +86,43 @@ async def test_an_event_that_never_ends_is_cut_with_an_error_event(
     assert len(response.content) < 1024, "the unfinished event was not passed on"
     metrics = await _settled(gw)
     assert sample(metrics, "gateway_requests_total", model_group="chat", status_class="5xx") == 1.0
+
+
+async def test_client_gone_while_a_long_answer_is_generated_cancels_it_at_once(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    slow = await upstream("slow", delay_s=5)
+    gw = await gateway(_config(deployment("chat", slow, max_parallel_requests=1)))
+    body = {"model": "chat", "messages": HI}
+    with pytest.raises(httpx.ReadTimeout):
+        await gw.http.post("/v1/chat/completions", json=body, timeout=0.2)
+    # The answer would take 5 s; the slot and the deployment connection are given up at once.
+    metrics = await _settled(gw, timeout_s=1.5)
+    assert sample(metrics, "gateway_requests_total", model_group="chat", status_class="4xx") == 1.0
+    assert sample(metrics, "gateway_requests_total", model_group="chat", status_class="5xx") is None
+
+
+async def test_client_gone_while_its_body_is_read_is_no_server_error(
+    upstream: UpstreamFactory, gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = await upstream("fake")
+    gw = await gateway(_config(deployment("chat", fake)))
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n" + b'{"model": "chat", "messages": [' + b" " * 40000
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    deadline = time.monotonic() + 5
+    while True:
+        metrics = (await gw.http.get("/metrics")).text
+        if sample(metrics, "gateway_requests_total", model_group="unknown", status_class="4xx"):
+            break
+        assert time.monotonic() < deadline, "the abandoned request was not counted"
+        await asyncio.sleep(0.05)
+    assert sample(metrics, "gateway_requests_total", status_class="5xx") is None
+    assert not [r for r in caplog.records if r.exc_info], "logged with a traceback"
+    assert fake.bodies == []
