@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+_ADDRESS = re.compile(
+    r"\b(?:[a-z][a-z0-9+.-]*://\S+"  # URLs
+    r"|\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?"  # IPv4 addresses, with a port
+    r"|\[[0-9a-f:]+\](?::\d+)?"  # bracketed IPv6 addresses
+    r"|(?:sk|pk|rk|key|token|Bearer)[-_ ][A-Za-z0-9_\-.]{8,})",  # key-looking tokens
+    re.IGNORECASE,
+)
+
+
+def redacted(text: str) -> str:
+    """``text`` (a provider's message passed on to a client) without URLs, addresses or keys."""
+    return _ADDRESS.sub("[redacted]", text)
 
 
 def printable(text: str) -> str:

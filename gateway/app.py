@@ -190,8 +190,11 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
         return JSONResponse(detail, status_code=200 if is_ready else 503)
 
     @app.get("/health/groups", tags=["operations"])
-    async def group_health(state: StateDep) -> dict[str, Any]:
-        return await state.readiness.groups()
+    async def group_health(request: Request, state: StateDep) -> dict[str, Any]:
+        # Deployment ids name pod addresses: with keys configured, a caller sees only the
+        # groups its key may use (the master key: all of them).
+        principal = state.keys.authenticate(request.headers.get("authorization"))
+        return await state.readiness.groups(principal.may_use)
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus_metrics(state: StateDep) -> Response:

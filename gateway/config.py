@@ -120,7 +120,7 @@ class GatewaySettings(_Strict):
     connect_timeout: float = Field(default=5.0, gt=0)
     retry_backoff: float = Field(default=0.05, ge=0)
     dns_refresh_seconds: float = Field(default=10.0, gt=0)
-    ready_requires: list[str] | None = None  # groups /ready needs; default: the all-local (hosted_vllm/) groups
+    ready_requires: list[str] | None = None  # groups /ready needs; default: none (the process can serve)
 
 
 class ProxyConfig(_Lenient):

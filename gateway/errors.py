@@ -24,6 +24,7 @@ from common.errors import (
     UpstreamTimeout,
     error_response,
     install_error_handlers,
+    redacted,
 )
 
 GatewayError = ApiError
@@ -71,12 +72,12 @@ def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        message = str(error.get("message") or message)[:2000]
+        message = redacted(str(error.get("message") or message)[:2000])
         param = error.get("param") if isinstance(error.get("param"), str) else None
         raw_code = error.get("code")
         code = str(raw_code) if isinstance(raw_code, str | int) else None
     elif isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        message = parsed["message"][:2000]
+        message = redacted(parsed["message"][:2000])
     return UpstreamRejected(status_code, message, param=param, code=code)
 
 

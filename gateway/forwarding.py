@@ -320,7 +320,7 @@ class Forwarder:
             status, note = 499, "client disconnected"
             raise
         except Exception as exc:
-            log.warning("stream failed mid-way: %s", repr(exc)[:500], extra={"request_id": call.request_id})
+            log.warning("stream failed mid-way: %s", sdk.summary(exc), extra={"request_id": call.request_id})
             error = sdk.failure(deployment, exc).error
             status, note = error.status_code, "stream broke mid-way"
             self._note_failure(deployment, error)

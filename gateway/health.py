@@ -1,31 +1,23 @@
 """Readiness and group health.
 
-``/ready`` says whether this process can serve what it must: the groups named in
-``gateway_settings.ready_requires`` (by default those served only by local ``hosted_vllm/``
-deployments) each have a deployment that answers. A cloud group being down shows in
-``/health/groups`` and in ``gateway_deployment_healthy``, never in readiness, so a provider
-outage does not take every gateway pod out of its Service.
+``/ready`` says whether this process can serve: it has started (config loaded, the SDK
+imported, per-pod names resolved) and each group named in ``gateway_settings.ready_requires``
+(none by default) has a deployment that answers. A group being down, local or cloud, shows in
+``/health/groups`` and in ``gateway_deployment_healthy``, not in readiness: a vLLM outage or
+its first model load must not take every gateway replica out of its Service, which would
+stop the cloud groups and the video service too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.deployment import Deployment
 from gateway.routing import Router
 from gateway.upstream import UpstreamClient
-
-LOCAL_PROVIDERS = frozenset({"hosted_vllm"})
-
-
-def default_ready_requires(router: Router) -> set[str]:
-    """The groups every deployment of which is local: without them this gateway is useless."""
-    return {
-        name for name, group in router.groups.items() if all(d.provider in LOCAL_PROVIDERS for d in group.deployments)
-    }
 
 
 class Readiness:
@@ -43,7 +35,7 @@ class Readiness:
         self._client = client
         self._probe_timeout = probe_timeout
         self._cache_s = cache_s
-        self.requires = set(requires) if requires is not None else default_ready_requires(router)
+        self.requires = set(requires or ())
         self._probed: dict[str, tuple[float, asyncio.Task[str | None]]] = {}
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
@@ -52,9 +44,10 @@ class Readiness:
         ready = all(entry["ready"] for entry in groups.values())
         return ready, {"status": "ready" if ready else "not ready", "model_groups": groups}
 
-    async def groups(self) -> dict[str, Any]:
-        """Every group's health: reachable and cooling deployments, and each one's last error."""
-        return {"model_groups": await self._report(set(self._router.groups))}
+    async def groups(self, visible: Callable[[str], bool]) -> dict[str, Any]:
+        """The health of each group ``visible`` admits: reachable and cooling deployments, and
+        each one's last error."""
+        return {"model_groups": await self._report({name for name in self._router.groups if visible(name)})}
 
     async def _report(self, names: set[str]) -> dict[str, Any]:
         deployments = [d for name in sorted(names) for d in self._router.groups[name].deployments]

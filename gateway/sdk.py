@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from common.errors import redacted
 from gateway.config import ConfigError
 from gateway.deployment import Deployment
 from gateway.errors import (
@@ -73,7 +74,7 @@ class SdkClient:
         try:
             return await function(**params)
         except Exception as exc:
-            log.info("provider call failed: %s", repr(exc)[:800], extra={"deployment": deployment.id})
+            log.info("provider call failed: %s", summary(exc), extra={"deployment": deployment.id})
             raise failure(deployment, exc) from None
 
     async def first(self, stream: Any, deployment: Deployment) -> Any:
@@ -187,6 +188,9 @@ def failure(deployment: Deployment, exc: BaseException) -> AttemptFailed:
         return AttemptFailed(
             RateLimited(f"model '{group}' is rate limiting requests", retry_after=_retry_after(exc)), True
         )
+    if status in (401, 403):
+        # The deployment's own credentials are wrong: the operator's problem, as on the fast path.
+        return AttemptFailed(UpstreamFailed(f"model '{group}' refused the gateway's credentials"), True)
     if isinstance(status, int) and 400 <= status < 500 and name != "APIConnectionError":
         return AttemptFailed(UpstreamRejected(status, _message(exc), param=None, code=None), False)
     if name == "APIConnectionError" or status is None:
@@ -195,6 +199,13 @@ def failure(deployment: Deployment, exc: BaseException) -> AttemptFailed:
     else:
         error = UpstreamFailed(f"model '{group}' failed (upstream HTTP {status})")
     return AttemptFailed(error, True)
+
+
+def summary(exc: BaseException) -> str:
+    """What a log may say of a provider failure: its kind and status, never its text (which
+    carries URLs, hosts and the provider's body)."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} (HTTP {status})" if isinstance(status, int) else type(exc).__name__
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -219,4 +230,4 @@ def _message(exc: BaseException) -> str:
         inner = parsed.get("error") if isinstance(parsed, dict) else None
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             text = inner["message"]
-    return text[:2000] or "the provider rejected the request"
+    return redacted(text[:2000]) or "the provider rejected the request"

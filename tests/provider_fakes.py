@@ -31,6 +31,7 @@ class ProviderFake:
     headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     url: str = ""
+    error_message: str | None = None  # the message of its error answers (default: "fake <kind>")
     streams_cut: int = 0  # streams the client (the gateway) hung up on before their end
     _runner: web.AppRunner | None = None
     _failed: int = 0
@@ -74,7 +75,9 @@ class ProviderFake:
         kind = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error"}.get(
             self.behaviour.fail_status or 0, "api_error"
         )
-        failure = await self._failure({"type": "error", "error": {"type": kind, "message": f"fake {kind}"}})
+        failure = await self._failure(
+            {"type": "error", "error": {"type": kind, "message": self.error_message or f"fake {kind}"}}
+        )
         if failure is not None:
             return failure
         if _tools_requested(body):

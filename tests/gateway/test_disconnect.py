@@ -108,7 +108,7 @@ async def test_client_gone_while_its_body_is_read_is_no_server_error(
     fake = await upstream("fake")
     gw = await gateway(_config(deployment("chat", fake)))
     host, port = gw.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100000\r\n\r\n" + b'{"model": "chat", "messages": [' + b" " * 40000

@@ -34,7 +34,7 @@ async def test_ready_needs_one_reachable_deployment_per_group(
     await down.stop()
     config = {
         "model_list": [deployment("vision", up, id="v-up"), deployment("vision", down, id="v-down")],
-        "gateway_settings": {"ready_cache_seconds": 0},
+        "gateway_settings": {"ready_cache_seconds": 0, "ready_requires": ["vision"]},
     }
     gw = await gateway(config)
     ready = await gw.http.get("/ready")
@@ -45,6 +45,7 @@ async def test_ready_needs_one_reachable_deployment_per_group(
     }
 
     config["model_list"].append(deployment("chat", down, id="c-down"))
+    config["gateway_settings"]["ready_requires"] = ["vision", "chat"]
     gw2 = await gateway(config)
     not_ready = await gw2.http.get("/ready")
     assert not_ready.status_code == 503
@@ -106,7 +107,7 @@ async def test_a_cloud_outage_shows_in_group_health_not_in_readiness(
             {"model_name": "chat", "litellm_params": {"model": "nebius/m", "api_base": closed_url, **cloud}},
             {"model_name": "reasoning", "litellm_params": {"model": "openai/m", "api_base": silent_url, **cloud}},
         ],
-        "gateway_settings": {"ready_probe_timeout": 1.0, "ready_cache_seconds": 0},
+        "gateway_settings": {"ready_probe_timeout": 1.0, "ready_cache_seconds": 0, "ready_requires": ["vision"]},
     }
     try:
         gw = await gateway(config)
@@ -138,6 +139,51 @@ async def test_a_cloud_outage_shows_in_group_health_not_in_readiness(
         for connection in held:
             connection.close()
         silent.close()
+
+
+async def test_by_default_a_local_outage_leaves_the_gateway_ready(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    # vLLM down (or loading its model for half an hour): the cloud group is still served.
+    vllm = await upstream("vllm")
+    await vllm.stop()
+    cloud = await upstream("cloud")
+    config = {
+        "model_list": [
+            deployment("vision", vllm),
+            {"model_name": "chat", "litellm_params": {"model": "nebius/m", "api_base": cloud.url, "api_key": "k"}},
+        ],
+        "gateway_settings": {"ready_cache_seconds": 0},
+    }
+    gw = await gateway(config)
+    ready = await gw.http.get("/ready")
+    assert ready.status_code == 200, ready.text
+    groups = (await gw.http.get("/health/groups")).json()["model_groups"]
+    assert groups["vision"]["ready"] is False
+    assert groups["vision"]["required_for_ready"] is False
+    answer = await gw.openai().chat.completions.create(model="chat", messages=HI)
+    assert answer.choices[0].message.content
+
+
+async def test_group_health_needs_a_key_and_shows_only_the_keys_groups(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    fake = await upstream("vllm")
+    config = {
+        "model_list": [deployment("vision", fake), deployment("chat", fake)],
+        "general_settings": {"master_key": "sk-master-0123456789"},
+        "gateway_settings": {"api_keys": [{"key": "sk-team-0123456789", "models": ["chat"]}]},
+    }
+    gw = await gateway(config)
+    anonymous = await gw.http.get("/health/groups")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["type"] == "authentication_error"
+    team = await gw.http.get("/health/groups", headers={"Authorization": "Bearer sk-team-0123456789"})
+    assert set(team.json()["model_groups"]) == {"chat"}
+    master = await gw.http.get("/health/groups", headers={"Authorization": "Bearer sk-master-0123456789"})
+    assert set(master.json()["model_groups"]) == {"vision", "chat"}
+    assert (await gw.http.get("/ready")).status_code == 200  # probes need no key
+    assert (await gw.http.get("/health")).status_code == 200
 
 
 async def test_ready_requires_names_the_groups_readiness_needs(

@@ -344,3 +344,28 @@ async def test_a_client_gone_mid_stream_closes_the_provider_stream(
             await asyncio.sleep(0.02)
     finally:
         await fake.stop()
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+async def test_provider_failures_reach_clients_and_logs_without_addresses_or_bodies(
+    status: int, gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-ant-api03-secret0123456789"
+    detail = f"bad request; see http://10.1.2.3:8080/internal/trace, host 10.1.2.3:8080, key {secret}"
+    fake = await ProviderFake("anthropic", Behaviour(fail_status=status), error_message=detail).start()
+    try:
+        gw = await _gateway(gateway, Provider("anthropic", fake).entry())
+        response = await gw.http.post("/v1/chat/completions", json={"model": "cloud", "messages": HI})
+        assert response.status_code == (400 if status == 400 else 502)
+        logged = " ".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+        for text in (response.text, logged):
+            assert "10.1.2.3" not in text
+            assert secret not in text
+            assert "/internal/trace" not in text
+            assert fake.url.removeprefix("http://") not in text
+        if status == 400:
+            assert response.json()["error"]["message"].startswith("bad request; see [redacted]")
+        if status == 401:
+            assert "credentials" in response.json()["error"]["message"]
+    finally:
+        await fake.stop()
