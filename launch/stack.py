@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 STOP_GRACE_S = 20.0
+GROUP_POLL_S = 0.05  # how often a group whose leader exited is checked for members still running
 MAX_LINE_BYTES = 16 * 1024  # longer log lines are shown in pieces of this size
 
 
@@ -150,14 +151,14 @@ class Stack:
     async def _stop_all(self) -> None:
         for service in reversed(self.services):
             process = service.process
-            if process is None or process.returncode is not None:
+            # The group, not only the leader: a leader that already exited (vLLM's API server)
+            # may have left its children (the engine core, holding the GPU) running.
+            if process is None or not _group_alive(process.pid):
                 continue
             _signal_group(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
-            except TimeoutError:
+            if not await _group_ended(process, STOP_GRACE_S):
                 _signal_group(process.pid, signal.SIGKILL)
-                await process.wait()
+                await _group_ended(process, STOP_GRACE_S)
             self.say(f"{service.name} stopped")
         for pump in self._pumps:
             try:
@@ -169,6 +170,30 @@ class Stack:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _group_ended(process: asyncio.subprocess.Process, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the leader (reaped) and every other member of its group to exit."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        await asyncio.wait_for(process.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    while _group_alive(process.pid):  # members that are not our children: nothing to await
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(GROUP_POLL_S)
+    return True
 
 
 def run_stack(services: list[Service]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,22 @@ async def test_a_log_line_over_64_kib_neither_stops_the_pump_nor_blocks_the_serv
     assert "chatty | line 19999" in lines
     long_pieces = [line for line in lines if line.startswith("chatty | xxxx")]
     assert sum(line.count("x") for line in long_pieces) == 300_000
+
+
+async def test_a_leader_that_exited_does_not_orphan_its_children(tmp_path: Path) -> None:
+    # vLLM's API server can die and leave its engine process (and the GPU memory) behind.
+    pid_file = f"{tmp_path}/child.pid"
+    leader = Service(
+        "leader",
+        ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; echo started; exit 3"],
+    )
+    steady = Service("steady", WAIT_FOREVER)
+    lines: list[str] = []
+    assert await Stack([steady, leader], lines.append).run() == 1
+    with open(pid_file) as handle:
+        child = int(handle.read())
+    orphaned = _alive(child)
+    if orphaned:
+        os.kill(child, 9)
+    assert not orphaned, "the child of the exited leader was left running"
+    assert any(line.endswith("leader stopped") for line in lines)
