@@ -112,7 +112,7 @@ async def test_a_log_line_over_64_kib_neither_stops_the_pump_nor_blocks_the_serv
 
 async def test_a_leader_that_exited_does_not_orphan_its_children(tmp_path: Path) -> None:
     # vLLM's API server can die and leave its engine process (and the GPU memory) behind.
-    pid_file = f"{tmp_path}/child.pid"
+    pid_file = tmp_path / "child.pid"
     leader = Service(
         "leader",
         ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; echo started; exit 3"],
@@ -120,8 +120,7 @@ async def test_a_leader_that_exited_does_not_orphan_its_children(tmp_path: Path)
     steady = Service("steady", WAIT_FOREVER)
     lines: list[str] = []
     assert await Stack([steady, leader], lines.append).run() == 1
-    with open(pid_file) as handle:
-        child = int(handle.read())
+    child = int(pid_file.read_text())
     orphaned = _alive(child)
     if orphaned:
         os.kill(child, 9)
