@@ -21,7 +21,7 @@ from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
 from gateway.http1 import Response as UpstreamResponse
-from gateway.limits.shared import KeyLimits
+from gateway.limits.shared import RENEW_EVERY_S, KeyLimits
 from gateway.metrics import Metrics
 from gateway.replies import EVENT_STREAM, Reply, StreamReply
 from gateway.requests import replace_model
@@ -118,7 +118,7 @@ class Forwarder:
         tried: set[str] = set()
         last: AttemptFailed | None = None
         for attempt in range(attempts):
-            lease = f"{call.request_id}:{call.accounting.attempts}"
+            lease = self._router.new_lease()
             try:
                 caller = None if call.key_counted else call.key_limits
                 deployment = await self._router.acquire(group, tried, self._settings.queue_timeout, caller, lease)
@@ -163,7 +163,9 @@ class Forwarder:
         call.accounting.waited_s += delay
         await asyncio.sleep(delay)
 
-    async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
+    async def _attempt(
+        self, call: Call, route: Route, deployment: Deployment, lease: str | None
+    ) -> Reply | StreamReply:
         """One try; releases the deployment unless a stream now owns it."""
         if deployment.sdk:
             return await self._attempt_sdk(call, route, deployment, lease)
@@ -229,7 +231,7 @@ class Forwarder:
         self,
         call: Call,
         deployment: Deployment,
-        lease: str,
+        lease: str | None,
         response: UpstreamResponse,
         relay: EventRelay,
         first: bytes,
@@ -241,10 +243,14 @@ class Forwarder:
             out = relay.feed(first)
             if out:
                 yield out
+            renewed = accounting.now()
             while chunk := await response.readany():
                 out = relay.feed(chunk)
                 if out:
                     yield out
+                if accounting.now() - renewed > RENEW_EVERY_S:
+                    renewed = accounting.now()
+                    self._router.renew(deployment, lease)
             rest = relay.finish()
             if rest:
                 yield rest
@@ -274,7 +280,9 @@ class Forwarder:
             self._count_tokens(call, relay.usage)
             accounting.finish(status, note)
 
-    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
+    async def _attempt_sdk(
+        self, call: Call, route: Route, deployment: Deployment, lease: str | None
+    ) -> Reply | StreamReply:
         """One try through the litellm SDK, with the fast path's accounting and release rules."""
         assert self._sdk is not None
         accounting = call.accounting
@@ -305,16 +313,20 @@ class Forwarder:
                 self._router.release(deployment, lease)
 
     async def _relay_sdk(
-        self, call: Call, deployment: Deployment, lease: str, stream: Any, first: Any, sent: float
+        self, call: Call, deployment: Deployment, lease: str | None, stream: Any, first: Any, sent: float
     ) -> AsyncIterator[bytes]:
         accounting = call.accounting
         status, note = 200, None
         usage: dict[str, Any] | None = None
         try:
+            renewed = accounting.now()
             async for event, reported in sdk.events(stream, first, call.requested_model):
                 if reported:
                     usage = reported
                 yield event
+                if accounting.now() - renewed > RENEW_EVERY_S:
+                    renewed = accounting.now()
+                    self._router.renew(deployment, lease)
             yield b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             status, note = 499, "client disconnected"

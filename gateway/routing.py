@@ -282,6 +282,15 @@ class Router:
             event, group.released = group.released, asyncio.Event()
             event.set()
 
+    def renew(self, deployment: Deployment, lease: str | None) -> None:
+        """Keep a running stream's shared slot (its lease would expire otherwise)."""
+        if self.shared is not None and lease:
+            self.shared.renew(deployment, lease)
+
+    def new_lease(self) -> str | None:
+        """A name for one attempt's shared slot; None without shared limits."""
+        return self.shared.new_lease() if self.shared is not None else None
+
     def record_failure(self, deployment: Deployment) -> bool:
         """Count a failed attempt; True when the deployment now cools down."""
         return deployment.record_failure(self.settings.allowed_fails, self.settings.cooldown_time, self._clock())

@@ -5,10 +5,12 @@
 --
 -- KEYS: 1 key requests (zset), 2 key tokens (zset), 3 deployment slots (zset of leases by expiry),
 --       4 deployment cooldown (string), 5 deployment requests (zset),
---       then one slots key per queued release, then one tokens key per queued usage.
+--       then one slots key per queued release, one tokens key per queued usage, one slots key
+--       per queued renewal.
 -- ARGV: 1 key rpm (0: none), 2 key tpm (0: none), 3 max parallel (0: none), 4 deployment rpm (0: none),
---       5 lease id, 6 lease ttl ms, 7 number of releases, then their lease ids,
---       then the number of usages, then their token counts.
+--       5 lease id (unique per call: it names the usages too), 6 lease ttl ms,
+--       7 number of releases, then their lease ids, then the number of usages, then each
+--       one's "tokens:unique id", then the number of renewals, then their lease ids and ttls (ms) in pairs.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local window = 60000
@@ -19,8 +21,17 @@ end
 local usages = tonumber(ARGV[8 + releases])
 for i = 1, usages do
   local key = KEYS[5 + releases + i]
-  redis.call('ZADD', key, now, ARGV[8 + releases + i] .. ':' .. ARGV[5] .. ':' .. i)
+  redis.call('ZADD', key, now, ARGV[8 + releases + i])
   redis.call('PEXPIRE', key, window)
+end
+local renewals_at = 9 + releases + usages
+local renewals = tonumber(ARGV[renewals_at])
+for i = 1, renewals do
+  -- A stream still running keeps its slot: XX renews a lease that is still there, never adds one.
+  local key = KEYS[5 + releases + usages + i]
+  local ttl = tonumber(ARGV[renewals_at + 2 * i])
+  redis.call('ZADD', key, 'XX', now + ttl, ARGV[renewals_at + 2 * i - 1])
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 
 local function count_since(key, since)

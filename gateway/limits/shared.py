@@ -14,7 +14,9 @@ next try after the backoff brings shared limits back.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +31,15 @@ from gateway.metrics import Metrics
 log = logging.getLogger("gateway.limits")
 PREFIX = "mmgateway:"
 FLUSH_AFTER_S = 0.05
+RENEW_EVERY_S = 10.0  # a running stream renews its slot this often (on its next chunk)
 _MAX_QUEUED = 10_000  # releases and usages kept while Redis is away (leases expire by themselves)
 _BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+
+
+def lease_ttl_ms(deployment: Deployment) -> int:
+    """How long a slot is held without news: the longest a request may take, or a stream may go
+    without renewing it (streams renew at least every ``RENEW_EVERY_S``), plus a margin."""
+    return int((max(deployment.timeout, deployment.stream_timeout + RENEW_EVERY_S) + 30) * 1000)
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,10 @@ class SharedLimits:
         self._lua = resources.files("gateway.limits").joinpath("admit.lua").read_text()
         self._script = client.register_script(self._lua)
         self._releases: list[tuple[str, str]] = []
-        self._usages: list[tuple[str, int]] = []
+        self._usages: list[tuple[str, str]] = []
+        self._renewals: list[tuple[str, str, int]] = []
+        self._ids = itertools.count()
+        self._instance = os.urandom(6).hex()
         self._down_until = 0.0
         self._failures = 0
         self._flush: asyncio.TimerHandle | None = None
@@ -89,7 +101,7 @@ class SharedLimits:
         """Check and record one request to ``deployment`` (and for ``caller`` when given)."""
         if not self.available:
             return Verdict("unavailable")
-        ttl_ms = int((deployment.timeout + 30) * 1000)
+        ttl_ms = lease_ttl_ms(deployment)
         limits = (caller.rpm or 0, caller.tpm or 0) if caller is not None else (0, 0)
         key_id = caller.key_id if caller is not None else "-"
         result = await self._run(
@@ -107,10 +119,16 @@ class SharedLimits:
         if deployment.max_parallel:
             self._queue(self._releases, (self._deployment_keys(deployment)[0], lease))
 
+    def renew(self, deployment: Deployment, lease: str) -> None:
+        """Keep the slot ``lease`` holds for a stream still running (sent with the next admission)."""
+        if deployment.max_parallel:
+            self._queue(self._renewals, (self._deployment_keys(deployment)[0], lease, lease_ttl_ms(deployment)))
+
     def record_usage(self, caller: KeyLimits, tokens: int) -> None:
         """Count a response's tokens against the caller's tokens per minute."""
         if caller.tpm and tokens > 0:
-            self._queue(self._usages, (f"{PREFIX}key:{caller.key_id}:tpm", tokens))
+            # Named once here, so that sending it again (after a cancelled call) counts it once.
+            self._queue(self._usages, (f"{PREFIX}key:{caller.key_id}:tpm", f"{tokens}:{self._next_id()}"))
 
     async def publish_cooldown(self, deployment: Deployment, seconds: float) -> None:
         """Take ``deployment`` out of every process's rotation for ``seconds``."""
@@ -129,9 +147,17 @@ class SharedLimits:
 
     async def flush(self) -> None:
         """Send the queued releases and usages now."""
-        if (self._releases or self._usages) and self.available:
+        if (self._releases or self._usages or self._renewals) and self.available:
+            lease = f"flush:{self._next_id()}"
             await self._run([f"{PREFIX}flush", f"{PREFIX}flush", f"{PREFIX}flush", f"{PREFIX}flush", f"{PREFIX}flush"],
-                            [0, 0, 0, 0], "flush", 1)  # fmt: skip
+                            [0, 0, 0, 0], lease, 1)  # fmt: skip
+
+    def _next_id(self) -> str:
+        return f"{self._instance}:{next(self._ids)}"
+
+    def new_lease(self) -> str:
+        """A name for one attempt's slot, unique across processes (never the client's request id)."""
+        return f"lease:{self._next_id()}"
 
     @staticmethod
     def _deployment_keys(deployment: Deployment) -> list[str]:
@@ -139,7 +165,9 @@ class SharedLimits:
         return [f"{base}:slots", f"{base}:cooldown", f"{base}:rpm"]
 
     def _queue(
-        self, queue: list[tuple[str, str]] | list[tuple[str, int]], item: tuple[str, str] | tuple[str, int]
+        self,
+        queue: list[tuple[str, str]] | list[tuple[str, str, int]],
+        item: tuple[str, str] | tuple[str, str, int],
     ) -> None:
         if len(queue) < _MAX_QUEUED:
             queue.append(item)  # type: ignore[arg-type]
@@ -156,14 +184,21 @@ class SharedLimits:
     async def _run(self, keys: list[str], limits: list[int], lease: str, ttl_ms: int) -> list[bytes] | None:
         releases, self._releases = self._releases, []
         usages, self._usages = self._usages, []
-        all_keys = [*keys, *(k for k, _ in releases), *(k for k, _ in usages)]
+        renewals, self._renewals = self._renewals, []
+        all_keys = [*keys, *(k for k, _ in releases), *(k for k, _ in usages), *(k for k, _, _ in renewals)]
         args: list[str | int] = [*limits, lease, ttl_ms, len(releases), *(v for _, v in releases)]
         args += [len(usages), *(v for _, v in usages)]
+        args += [len(renewals), *(v for _, lease_id, ttl in renewals for v in (lease_id, ttl))]
         try:
             result: list[bytes] = await self._script(keys=all_keys, args=args)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except BaseException as exc:
+            # Kept for the next call, also when this one was cancelled (its client left): applying
+            # them twice is harmless (releases and renewals are idempotent, usages are named).
             self._releases[:0] = releases
             self._usages[:0] = usages
+            self._renewals[:0] = renewals
+            if not isinstance(exc, TimeoutError | RedisError | OSError):
+                raise
             self._mark_down(exc)
             return None
         self._mark_up()
