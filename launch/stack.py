@@ -10,10 +10,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 STOP_GRACE_S = 20.0
+EXIT_POLL_S = 0.1  # how often a service's process is checked for having exited
 GROUP_POLL_S = 0.05  # how often a group whose leader exited is checked for members still running
 MAX_LINE_BYTES = 16 * 1024  # longer log lines are shown in pieces of this size
 
@@ -134,7 +136,7 @@ class Stack:
                     await asyncio.wait_for(service.process.wait(), 0.5)
 
     async def _supervise(self) -> bool:
-        waits = {asyncio.create_task(s.process.wait()): s for s in self.services if s.process is not None}
+        waits = {asyncio.create_task(_exited(s.process)): s for s in self.services if s.process is not None}
         stop = asyncio.create_task(self.stop_requested.wait())
         done, _ = await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
         for task in [*waits, stop]:
@@ -172,21 +174,43 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+async def _exited(process: asyncio.subprocess.Process) -> int:
+    """The process's exit code once it exited. Not ``process.wait()``: that also waits for its
+    output pipe to close, which a child it left behind (vLLM's engine) keeps open."""
+    while process.returncode is None:  # noqa: ASYNC110 (asyncio offers no exit event but wait())
+        await asyncio.sleep(EXIT_POLL_S)
+    return process.returncode
+
+
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Zombies do not count: a member whose
+    parent exited is reaped by init, which in a container may never do it."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    return any(entry.name.isdigit() and _running_member(entry / "stat", pgid) for entry in proc.iterdir())
+
+
+def _running_member(stat: Path, pgid: int) -> bool:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False  # gone meanwhile
+    # After the command's name: state, ppid, pgrp.
+    return len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid
 
 
 async def _group_ended(process: asyncio.subprocess.Process, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for the leader (reaped) and every other member of its group to exit."""
     deadline = time.monotonic() + timeout_s
     try:
-        await asyncio.wait_for(process.wait(), timeout_s)
+        await asyncio.wait_for(_exited(process), timeout_s)
     except TimeoutError:
         return False
     while _group_alive(process.pid):  # members that are not our children: nothing to await

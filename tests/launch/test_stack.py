@@ -19,11 +19,13 @@ WAIT_FOREVER = [PY, "-c", "import signal; print('ready', flush=True); signal.pau
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie left for init to reap has ended)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
 
 
 def _port() -> int:
