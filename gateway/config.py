@@ -55,6 +55,7 @@ class ModelInfo(_Lenient):
     mode: str | None = None
     max_input_tokens: int | None = Field(default=None, gt=0)  # the context length, shown by /v1/models
     per_pod: bool = False  # api_base's host is a headless Service: each address is its own deployment
+    allowed_media_domains: list[str] | None = None  # media URLs it may be sent (gateway.media); ["*"]: any
 
 
 class ModelEntry(_Lenient):

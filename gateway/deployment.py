@@ -34,6 +34,7 @@ class Deployment:
     per_pod: bool = False  # api_base names a headless Service: one deployment per address (gateway.discovery)
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    media_domains: frozenset[str] | None = frozenset()  # domains of media URLs it may be sent; None: any
     in_flight: int = 0
     cooldown_until: float = 0.0
     latency_s: float | None = None

@@ -22,6 +22,7 @@ from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
 from gateway.http1 import Response as UpstreamResponse
 from gateway.limits.shared import RENEW_EVERY_S, KeyLimits
+from gateway.media import check_media, remote_media_hosts
 from gateway.metrics import Metrics
 from gateway.replies import EVENT_STREAM, Reply, StreamReply
 from gateway.requests import replace_model
@@ -48,6 +49,15 @@ class Call:
     key_counted: bool = False  # an attempt was admitted: the key is counted once per request
     model_span: tuple[int, int] | None = None  # where the model's JSON string is in ``raw``, when known
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
+    _media_hosts: list[str] | None = None
+
+    def check_media(self, deployment: Deployment) -> None:
+        """400 when the request names a media URL ``deployment`` may not be sent (gateway.media)."""
+        if not self.has_images or deployment.media_domains is None:
+            return
+        if self._media_hosts is None:
+            self._media_hosts = remote_media_hosts(self.raw)
+        check_media(self._media_hosts, deployment.media_domains, deployment.group)
 
     def parsed(self) -> dict[str, Any]:
         """The client's body as a mapping (the SDK path needs it; the fast path never parses it whole)."""
@@ -167,6 +177,11 @@ class Forwarder:
         self, call: Call, route: Route, deployment: Deployment, lease: str | None
     ) -> Reply | StreamReply:
         """One try; releases the deployment unless a stream now owns it."""
+        try:
+            call.check_media(deployment)
+        except GatewayError:
+            self._router.release(deployment, lease)
+            raise
         if deployment.sdk:
             return await self._attempt_sdk(call, route, deployment, lease)
         upstream_model = deployment.model_for(route.wildcard_match)

@@ -13,6 +13,7 @@ from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
 from gateway.errors import NoDeploymentAvailable, RateLimited
 from gateway.limits.shared import KeyLimits, SharedLimits
+from gateway.media import default_media_domains
 from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
 from gateway.ratelimit import TokenBucket
 from gateway.upstream import check_deployment
@@ -111,6 +112,9 @@ class Router:
             sdk_params=dict(params.model_extra or {}) if provider is None else {},
             rpm=TokenBucket(params.rpm) if params.rpm else None,
             extra_headers=dict(params.extra_headers),
+            media_domains=default_media_domains(
+                provider_name, provider is None, entry.model_info.allowed_media_domains
+            ),
         )
         if not deployment.sdk:
             try:

@@ -237,3 +237,17 @@ def test_prod_runs_video_jobs_on_temporal_workers() -> None:
     assert {("PodDisruptionBudget", "video"), ("PodDisruptionBudget", "video-worker")} <= set(docs)
     dev = {(d["kind"], d["metadata"]["name"]) for d in render(ROOT / "deploy/k8s/overlays/dev")}
     assert ("Deployment", "video-worker") not in dev, "dev keeps the embedded engine"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_vllm_pods_cannot_reach_the_cluster_or_the_metadata_endpoint(overlay: str) -> None:
+    from launch.manifests import render
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(ROOT / f"deploy/k8s/overlays/{overlay}")}
+    policy = docs[("NetworkPolicy", "vllm-egress")]["spec"]
+    assert policy["policyTypes"] == ["Egress"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm"}
+    blocks = [peer["ipBlock"] for rule in policy["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert blocks, "no internet egress rule"
+    for block in blocks:
+        assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block.get("except", []))
