@@ -77,7 +77,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
     session = Session(
         session_id, owner, received.filename, str(path), "queued", stored_options, prompt, info.duration_s, total
     )
-    state.store.create_session(session)
+    await asyncio.to_thread(state.store.create_session, session)
     await state.jobs.start(session_id)
     return {
         "session_id": session_id,
@@ -89,14 +89,14 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
 
 
 async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dict[str, Any]:
-    session = session_or_404(state, body.session_id, owner)
-    progress = state.jobs.progress(session.id)
-    frames = state.store.frames(session.id)
+    session = await asyncio.to_thread(session_or_404, state, body.session_id, owner)
+    progress = await asyncio.to_thread(state.jobs.progress, session.id)
+    frames = await asyncio.to_thread(state.store.frames, session.id)
     if not any(f.description for f in frames):
         raise InvalidRequest(
             "no frame of this video has been described yet; try again shortly", param="session_id", code="not_ready"
         )
-    summaries = state.store.summaries(session.id)
+    summaries = await asyncio.to_thread(state.store.summaries, session.id)
     described = [f for f in frames if f.description]
     reached = max(f.timestamp_s for f in described)
     coverage = (
@@ -106,7 +106,7 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
 
     ranked = await state.retriever.rank(session.id, body.question)
     window = time_range(body.question, session.duration_s)
-    overviews = state.store.overviews(session.id)
+    overviews = await asyncio.to_thread(state.store.overviews, session.id)
 
     def make_context(budget: int, tokens: TokenEstimate) -> Context:
         return build_context(
@@ -128,6 +128,7 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
     except Exception as exc:
         log.warning("chat failed: %s", type(exc).__name__)
         raise UpstreamFailed("the chat model could not answer; try again") from None
+    retrieved = await asyncio.to_thread(state.store.frames_at, session.id, list(context.moments))
     return {
         "session_id": session.id,
         "question": body.question,
@@ -138,7 +139,7 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         "time_range_s": list(window) if window else None,
         "retrieved": [
             {"index": f.index, "timestamp_s": f.timestamp_s, "timestamp": timestamp_label(f.timestamp_s)}
-            for f in state.store.frames_at(session.id, list(context.moments))
+            for f in retrieved
         ],
         "progress_percentage": progress["progress_percentage"],
         "status": progress["status"],
@@ -164,7 +165,7 @@ async def image(request: Request, state: ServiceState) -> dict[str, Any]:
 async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[bytes]:
     queue = state.jobs.events.subscribe(session_id)
     try:
-        current = state.jobs.progress(session_id)
+        current = await asyncio.to_thread(state.jobs.progress, session_id)
         yield b"event: status\ndata: " + orjson.dumps(current) + b"\n\n"
         if current.get("status") in ("completed", "failed"):
             return
@@ -183,7 +184,7 @@ async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[by
 
 async def search(state: ServiceState, owner: str | None, query: str, limit: int) -> dict[str, Any]:
     """The moments across the caller's sessions that best match ``query``."""
-    sessions = [s.id for s in state.store.list_sessions(owner)]
+    sessions = [s.id for s in await asyncio.to_thread(state.store.list_sessions, owner)]
     moments = await state.retriever.search(owner, sessions, query, limit)
     return {
         "query": query,

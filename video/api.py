@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -119,17 +120,20 @@ def create_app(settings: VideoSettings) -> FastAPI:
     async def metrics(state: StateDep) -> Response:
         return Response(state.jobs.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # Handlers that only read the store are plain functions: FastAPI runs them in its thread pool,
+    # so a slow or busy database never holds up the event loop (the others send their store
+    # calls to threads themselves).
     @app.post("/upload", tags=["video"], response_model=UploadResponse)
     async def upload(request: Request, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         return await actions.upload(request, state, owner)
 
     @app.get("/status/{session_id}", tags=["video"], response_model=Progress)
-    async def status(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
+    def status(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return state.jobs.progress(session_id)
 
     @app.get("/sessions", tags=["video"], response_model=list[SessionListItem])
-    async def sessions(state: StateDep, owner: OwnerDep) -> list[dict[str, Any]]:
+    def sessions(state: StateDep, owner: OwnerDep) -> list[dict[str, Any]]:
         return [
             {
                 **state.jobs.progress(s.id),
@@ -141,7 +145,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         ]
 
     @app.get("/sessions/{session_id}/frames", tags=["video"], response_model=FramesResponse)
-    async def frames(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
+    def frames(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return {
             "session_id": session_id,
@@ -159,7 +163,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
         }
 
     @app.get("/sessions/{session_id}/frames/{index}.jpg", tags=["video"])
-    async def thumbnail(session_id: str, index: int, state: StateDep, owner: OwnerDep) -> Response:
+    def thumbnail(session_id: str, index: int, state: StateDep, owner: OwnerDep) -> Response:
         session_or_404(state, session_id, owner)
         data = state.store.thumbnail(session_id, index)
         if data is None:
@@ -168,11 +172,11 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.get("/sessions/{session_id}/events", tags=["video"])
     async def events(session_id: str, state: StateDep, owner: OwnerDep) -> StreamingResponse:
-        session_or_404(state, session_id, owner)
+        await asyncio.to_thread(session_or_404, state, session_id, owner)
         return StreamingResponse(actions.event_stream(state, session_id), media_type="text/event-stream")
 
     @app.get("/summaries/{session_id}", tags=["video"], response_model=SummariesResponse)
-    async def summaries(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
+    def summaries(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
         session_or_404(state, session_id, owner)
         return {
             "session_id": session_id,
@@ -215,10 +219,10 @@ def create_app(settings: VideoSettings) -> FastAPI:
 
     @app.delete("/sessions/{session_id}", tags=["video"], response_model=DeleteResponse)
     async def delete(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-        session = session_or_404(state, session_id, owner)
+        session = await asyncio.to_thread(session_or_404, state, session_id, owner)
         await state.jobs.cancel(session_id)
-        state.store.delete_session(session_id)
-        shutil.rmtree(Path(session.video_path).parent, ignore_errors=True)
+        await asyncio.to_thread(state.store.delete_session, session_id)
+        await asyncio.to_thread(shutil.rmtree, Path(session.video_path).parent, ignore_errors=True)
         return {"session_id": session_id, "deleted": True}
 
     @app.post("/image", tags=["video"], response_model=ImageResponse)

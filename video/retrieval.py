@@ -4,6 +4,7 @@ expressions ("around 20:30", "in the first minute", "at the end") read as time r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -85,13 +86,13 @@ class Retriever:
 
     async def rank(self, session_id: str, question: str, limit: int = 400) -> list[int]:
         """Frame indices, best first: BM25, fused with dense similarity when embeddings exist."""
-        lexical = self.store.rank_frames(session_id, query_terms(question), limit)
+        lexical = await asyncio.to_thread(self.store.rank_frames, session_id, query_terms(question), limit)
         dense = [index for _, index in await self._dense([session_id], question, limit)]
         return fuse([lexical, dense])[:limit] if dense else lexical
 
     async def search(self, owner: str | None, sessions: list[str], question: str, limit: int) -> list[Moment]:
         """The best moments across ``sessions`` (all of them ``owner``'s)."""
-        lexical = self.store.search(owner, query_terms(question), limit * 4)
+        lexical = await asyncio.to_thread(self.store.search, owner, query_terms(question), limit * 4)
         dense = await self._dense(sessions, question, limit * 4)
         if not dense:
             return lexical[:limit]
@@ -102,7 +103,7 @@ class Retriever:
         moments: list[Moment] = []
         for number in order[: limit * 2]:
             session_id, index = keys[number]
-            moment = known.get((session_id, index)) or self._moment(session_id, index)
+            moment = known.get((session_id, index)) or await asyncio.to_thread(self._moment, session_id, index)
             if moment is not None:
                 moments.append(moment)
         return moments[:limit]
@@ -117,7 +118,7 @@ class Retriever:
     async def _dense(self, sessions: list[str], question: str, limit: int) -> list[tuple[str, int]]:
         if self.embedder is None or not sessions:
             return []
-        candidates = self.store.embeddings(sessions, self.embedder.model)
+        candidates = await asyncio.to_thread(self.store.embeddings, sessions, self.embedder.model)
         if not candidates:
             return []
         try:

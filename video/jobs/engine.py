@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from video.jobs.events import EventHub
 from video.metrics import VideoMetrics
+from video.sampling import SampledFrame
 from video.store import Store
 
 
@@ -46,6 +47,14 @@ class JobEngine(Protocol):
     async def shutdown(self) -> None:
         """Stop this process's part; unfinished jobs stay in the store (or in Temporal)."""
         ...
+
+
+def save_frames(
+    store: Store, session_id: str, batch: list[SampledFrame], description: str | None, error: str | None
+) -> None:
+    """Store one request's result for each of its frames (blocking: call it in a thread)."""
+    for frame in batch:
+        store.save_frame(session_id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None)
 
 
 def progress(store: Store, session_id: str, queue_position: int | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from video.fanout import Describer, fan_out
-from video.jobs.engine import JobSettings, progress
+from video.jobs.engine import JobSettings, progress, save_frames
 from video.jobs.events import EventHub
 from video.jobs.summaries import EMBED_BATCH, Summariser
 from video.metrics import VideoMetrics
@@ -111,8 +111,9 @@ class LocalEngine:
         position = self._waiting.index(session_id) + 1 if session_id in self._waiting else None
         return progress(self.store, session_id, position)
 
-    def _publish(self, session_id: str, kind: str, **extra: Any) -> None:
-        self.events.publish(session_id, {"event": kind, **self.progress(session_id), **extra})
+    async def _publish(self, session_id: str, kind: str, **extra: Any) -> None:
+        current = await asyncio.to_thread(self.progress, session_id)
+        self.events.publish(session_id, {"event": kind, **current, **extra})
 
     async def _run(self, session_id: str) -> None:
         delay = STORE_RETRY_MIN_S
@@ -133,7 +134,7 @@ class LocalEngine:
             self.summariser.forget(session_id)
 
     async def _attempt(self, session_id: str) -> None:
-        session = self.store.get_session(session_id)
+        session = await asyncio.to_thread(self.store.get_session, session_id)
         if session is None:
             return
         try:
@@ -141,31 +142,31 @@ class LocalEngine:
         except (asyncio.CancelledError, StoreUnavailable):
             raise
         except VideoRejected as exc:
-            self._fail(session_id, str(exc))
+            await self._fail(session_id, str(exc))
         except ExceptionGroup as group:
             if group.subgroup(StoreUnavailable) is not None:  # raised by the job's summaries too
                 raise StoreUnavailable(str(group.exceptions[0])) from group
             log.exception("job failed", extra={"session_id": session_id})
-            self._fail(session_id, "the analysis failed unexpectedly; see the service log")
+            await self._fail(session_id, "the analysis failed unexpectedly; see the service log")
         except Exception:
             log.exception("job failed", extra={"session_id": session_id})
-            self._fail(session_id, "the analysis failed unexpectedly; see the service log")
+            await self._fail(session_id, "the analysis failed unexpectedly; see the service log")
 
-    def _fail(self, session_id: str, message: str) -> None:
+    async def _fail(self, session_id: str, message: str) -> None:
         self.metrics.jobs.labels("failed").inc()
-        self.store.update_session(session_id, status="failed", error=message)
-        self._publish(session_id, "failed")
+        await asyncio.to_thread(self.store.update_session, session_id, status="failed", error=message)
+        await self._publish(session_id, "failed")
 
     async def _process(self, session: Session) -> None:
         path = Path(session.video_path)
         info = await asyncio.to_thread(
             probe, path, self.settings.max_video_bytes, self.settings.max_duration_s, self.settings.max_video_pixels
         )
-        self.store.update_session(session.id, status="processing")
-        self._publish(session.id, "started")
-        done = self.store.described_indices(session.id)
+        await asyncio.to_thread(self.store.update_session, session.id, status="processing")
+        await self._publish(session.id, "started")
+        done = await asyncio.to_thread(self.store.described_indices, session.id)
         report = SamplingReport()
-        summarised = {s.batch_index for s in self.store.summaries(session.id)}
+        summarised = {s.batch_index for s in await asyncio.to_thread(self.store.summaries, session.id)}
         batch_size = self.summariser.batch_size
         produced = 0
         unembedded = 0
@@ -181,12 +182,9 @@ class LocalEngine:
                     nonlocal produced, unembedded, embedding
                     outcome = "described" if description is not None else "failed"
                     self.metrics.frames.labels(outcome).inc(len(batch))
-                    for frame in batch:
-                        self.store.save_frame(
-                            session.id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None
-                        )
-                        produced = max(produced, frame.index + 1)
-                    self._publish(
+                    await asyncio.to_thread(save_frames, self.store, session.id, batch, description, error)
+                    produced = max(produced, *(frame.index + 1 for frame in batch))
+                    await self._publish(
                         session.id,
                         "frame",
                         frames=[{"index": f.index, "timestamp_s": f.timestamp_s} for f in batch],
@@ -194,7 +192,10 @@ class LocalEngine:
                         frame_error=error,
                     )
                     for batch_index in {f.index // batch_size for f in batch}:
-                        if batch_index not in summarised and self.summariser.batch_complete(session.id, batch_index):
+                        if batch_index in summarised:
+                            continue
+                        complete = await self.summariser.batch_complete(session.id, batch_index)
+                        if complete and batch_index not in summarised:  # another result may have come first
                             summarised.add(batch_index)
                             summaries.create_task(self._summarise(session.id, batch_index))
                     if self.summariser.embedder is not None and description is not None:
@@ -216,11 +217,11 @@ class LocalEngine:
         produced = max([produced, *(i + 1 for i in done)], default=0)
         status = await self.summariser.finish(session.id, produced, report.warnings)
         self.metrics.jobs.labels(status).inc()
-        self._publish(session.id, status)
+        await self._publish(session.id, status)
 
     async def _summarise(self, session_id: str, batch_index: int) -> None:
         if await self.summariser.summarise(session_id, batch_index):
-            self._publish(session_id, "summary", batch_index=batch_index)
+            await self._publish(session_id, "summary", batch_index=batch_index)
 
     def _frames_per_request(self, session: Session) -> int:
         value = session.options.get("frames_per_request", self.settings.frames_per_request)

@@ -4,6 +4,7 @@ and the final status. Both engines use it; every write is idempotent."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,16 +29,16 @@ class Summariser:
     embedder: Embedder | None = None
     _roll_up_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-    def batch_frames(self, session_id: str, batch_index: int) -> list[FrameRecord]:
+    async def batch_frames(self, session_id: str, batch_index: int) -> list[FrameRecord]:
         size = self.batch_size
-        return self.store.frames(session_id, batch_index * size, (batch_index + 1) * size - 1)
+        return await asyncio.to_thread(self.store.frames, session_id, batch_index * size, (batch_index + 1) * size - 1)
 
-    def batch_complete(self, session_id: str, batch_index: int) -> bool:
-        return len(self.batch_frames(session_id, batch_index)) == self.batch_size
+    async def batch_complete(self, session_id: str, batch_index: int) -> bool:
+        return len(await self.batch_frames(session_id, batch_index)) == self.batch_size
 
     async def summarise(self, session_id: str, batch_index: int, roll_up: bool = True) -> bool:
         """Summarise one batch of described frames; False when there was nothing to summarise or it failed."""
-        described = [f for f in self.batch_frames(session_id, batch_index) if f.description]
+        described = [f for f in await self.batch_frames(session_id, batch_index) if f.description]
         if not described:
             return False
         try:
@@ -46,7 +47,7 @@ class Summariser:
             log.warning("summary failed", extra={"session_id": session_id, "batch": batch_index, "error": str(exc)})
             return False
         summary = Summary(batch_index, described[0].timestamp_s, described[-1].timestamp_s, len(described), text)
-        self.store.save_summary(session_id, summary)
+        await asyncio.to_thread(self.store.save_summary, session_id, summary)
         if roll_up:
             await self.roll_up(session_id, final=False)
         return True
@@ -59,10 +60,10 @@ class Summariser:
         async with lock:
             level = 0
             while True:
-                nodes = self.store.summaries(session_id) if level == 0 else self._level(session_id, level)
+                nodes = await (self._summaries(session_id) if level == 0 else self._level(session_id, level))
                 if len(nodes) <= FAN_IN:
                     return  # a level this small is its own overview
-                done = {n.batch_index for n in self._level(session_id, level + 1)}
+                done = {n.batch_index for n in await self._level(session_id, level + 1)}
                 groups: dict[int, list[Summary]] = defaultdict(list)
                 for node in nodes:
                     groups[node.batch_index // FAN_IN].append(node)
@@ -78,8 +79,11 @@ class Summariser:
     def forget(self, session_id: str) -> None:
         self._roll_up_locks.pop(session_id, None)
 
-    def _level(self, session_id: str, level: int) -> list[Summary]:
-        return [s for s in self.store.overviews(session_id) if s.level == level]
+    async def _summaries(self, session_id: str) -> list[Summary]:
+        return await asyncio.to_thread(self.store.summaries, session_id)
+
+    async def _level(self, session_id: str, level: int) -> list[Summary]:
+        return [s for s in await asyncio.to_thread(self.store.overviews, session_id) if s.level == level]
 
     async def _summarise_group(self, session_id: str, level: int, index: int, children: list[Summary]) -> bool:
         try:
@@ -88,16 +92,18 @@ class Summariser:
             log.warning("overview failed", extra={"session_id": session_id, "level": level, "error": str(exc)})
             return False
         frames = sum(c.frame_count for c in children)
-        self.store.save_summary(
-            session_id, Summary(index, children[0].start_s, children[-1].end_s, frames, text, level)
-        )
+        summary = Summary(index, children[0].start_s, children[-1].end_s, frames, text, level)
+        await asyncio.to_thread(self.store.save_summary, session_id, summary)
         return True
 
     async def embed_missing(self, session_id: str) -> None:
         """Embed the session's described frames that have no vector yet (also after a resume)."""
         if self.embedder is None:
             return
-        while frames := self.store.frames_without_embedding(session_id, self.embedder.model, EMBED_BATCH * 2):
+        model = self.embedder.model
+        while frames := await asyncio.to_thread(
+            self.store.frames_without_embedding, session_id, model, EMBED_BATCH * 2
+        ):
             try:
                 vectors = await self.embedder.embed([f.description or "" for f in frames])
             except openai.APIError as exc:
@@ -105,31 +111,37 @@ class Summariser:
                     "embedding failed; search uses words only", extra={"session_id": session_id, "error": str(exc)}
                 )
                 return
-            self.store.save_embeddings(
-                session_id, self.embedder.model, {f.index: v.tobytes() for f, v in zip(frames, vectors, strict=True)}
-            )
+            stored = {f.index: v.tobytes() for f, v in zip(frames, vectors, strict=True)}
+            await asyncio.to_thread(self.store.save_embeddings, session_id, model, stored)
 
     async def finish(self, session_id: str, produced: int, sampling_warnings: list[str]) -> str:
         """Summarise what is left, roll up, embed, and set the final status ('completed' or 'failed')."""
-        summarised = {s.batch_index for s in self.store.summaries(session_id)}
+        summarised = {s.batch_index for s in await self._summaries(session_id)}
         last_batch = (produced - 1) // self.batch_size if produced else -1
         for batch_index in range(last_batch + 1):
             if batch_index not in summarised:
                 await self.summarise(session_id, batch_index, roll_up=False)
         await self.roll_up(session_id, final=True)
         await self.embed_missing(session_id)
-        described, failed = self.store.counts(session_id)
+        described, failed = await asyncio.to_thread(self.store.counts, session_id)
         warnings = list(sampling_warnings)
         if failed:
             warnings.append(f"{failed} frame(s) could not be described; see GET /sessions/{session_id}/frames")
         if described == 0 and produced > 0:
-            self.store.update_session(
-                session_id,
-                status="failed",
-                total_frames=produced,
-                warnings=warnings,
-                error="no frame could be described: is the gateway reachable?",
+            await asyncio.to_thread(
+                functools.partial(
+                    self.store.update_session,
+                    session_id,
+                    status="failed",
+                    total_frames=produced,
+                    warnings=warnings,
+                    error="no frame could be described: is the gateway reachable?",
+                )
             )
             return "failed"
-        self.store.update_session(session_id, status="completed", total_frames=produced, warnings=warnings)
+        await asyncio.to_thread(
+            functools.partial(
+                self.store.update_session, session_id, status="completed", total_frames=produced, warnings=warnings
+            )
+        )
         return "completed"

@@ -44,6 +44,11 @@ class SQLiteStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        # Reads have a connection of their own: under WAL they never wait for a writer, this
+        # process's (which holds the lock above while SQLite makes it wait) or another's.
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._reader.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
         with self._lock:
             self._wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -82,8 +87,14 @@ class SQLiteStore:
                 self._db.execute(f"INSERT INTO {table}_fts({table}_fts) VALUES ('rebuild')")  # noqa: S608
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            yield self._reader
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -110,21 +121,19 @@ class SQLiteStore:
             )
 
     def get_session(self, session_id: str) -> Session | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return _session(row) if row else None
 
     def list_sessions(self, owner: str | None) -> list[Session]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM sessions WHERE owner IS ? ORDER BY created_at DESC", (owner,)
-            ).fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM sessions WHERE owner IS ? ORDER BY created_at DESC", (owner,)).fetchall()
         return [_session(row) for row in rows]
 
     def sessions_with_status(self, *statuses: str) -> list[Session]:
         marks = ",".join("?" * len(statuses))
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT * FROM sessions WHERE status IN ({marks}) ORDER BY created_at, rowid",  # noqa: S608
                 statuses,
             ).fetchall()
@@ -165,8 +174,8 @@ class SQLiteStore:
         return time.time()
 
     def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT created_at, frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
                 "AND created_at >= ? ORDER BY created_at",
                 (session_id, since),
@@ -175,8 +184,8 @@ class SQLiteStore:
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         """Frames ``first``..``last`` (inclusive; all by default) in order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
                 "AND frame_index >= ? AND frame_index <= ? ORDER BY frame_index",
                 (session_id, first, last if last is not None else 2**62),
@@ -184,8 +193,8 @@ class SQLiteStore:
         return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
 
     def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT frame_index FROM frames WHERE session_id = ? AND description IS NOT NULL "
                 "AND frame_index >= ? AND frame_index <= ?",
                 (session_id, first, last if last is not None else 2**62),
@@ -194,8 +203,8 @@ class SQLiteStore:
 
     def counts(self, session_id: str) -> tuple[int, int]:
         """(described frames, failed frames)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT COUNT(description), SUM(description IS NULL AND error IS NOT NULL) FROM frames "
                 "WHERE session_id = ?",
                 (session_id,),
@@ -203,8 +212,8 @@ class SQLiteStore:
         return int(row[0] or 0), int(row[1] or 0)
 
     def thumbnail(self, session_id: str, index: int) -> bytes | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT thumbnail FROM frames WHERE session_id = ? AND frame_index = ?", (session_id, index)
             ).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
@@ -234,8 +243,8 @@ class SQLiteStore:
 
     def overviews(self, session_id: str) -> list[Summary]:
         """Summaries of summaries, by level then position."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT node_index, start_s, end_s, frame_count, summary, level FROM overviews WHERE session_id = ? "
                 "ORDER BY level, node_index",
                 (session_id,),
@@ -247,8 +256,8 @@ class SQLiteStore:
         if not terms:
             return []
         query = match_expression(terms)
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT f.frame_index FROM frames_fts JOIN frames f ON f.rowid = frames_fts.rowid "
                 "WHERE frames_fts MATCH ? AND f.session_id = ? ORDER BY bm25(frames_fts) LIMIT ?",
                 (query, session_id, limit),
@@ -260,8 +269,8 @@ class SQLiteStore:
         if not terms:
             return []
         query = match_expression(terms)
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT s.batch_index FROM summaries_fts JOIN summaries s ON s.rowid = summaries_fts.rowid "
                 "WHERE summaries_fts MATCH ? AND s.session_id = ? ORDER BY bm25(summaries_fts) LIMIT ?",
                 (query, session_id, limit),
@@ -273,8 +282,8 @@ class SQLiteStore:
         if not terms:
             return []
         query = match_expression(terms)
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT f.session_id, s.filename, f.frame_index, f.timestamp_s, f.description FROM frames_fts "
                 "JOIN frames f ON f.rowid = frames_fts.rowid JOIN sessions s ON s.id = f.session_id "
                 "WHERE frames_fts MATCH ? AND s.owner IS ? ORDER BY bm25(frames_fts) LIMIT ?",
@@ -294,8 +303,8 @@ class SQLiteStore:
     def embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, int, bytes]]:
         """(session, frame index, float32 vector bytes) of the sessions' embedded frames."""
         marks = ",".join("?" * len(session_ids))
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT session_id, frame_index, vector FROM frame_embeddings WHERE model = ? "  # noqa: S608
                 f"AND session_id IN ({marks})",
                 (model, *session_ids),
@@ -303,8 +312,8 @@ class SQLiteStore:
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT f.frame_index, f.timestamp_s, f.description, f.error FROM frames f "
                 "LEFT JOIN frame_embeddings e ON e.session_id = f.session_id AND e.frame_index = f.frame_index "
                 "AND e.model = ? WHERE f.session_id = ? AND f.description IS NOT NULL AND e.vector IS NULL "
@@ -314,13 +323,13 @@ class SQLiteStore:
         return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
     def summary_count(self, session_id: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM summaries WHERE session_id = ?", (session_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT COUNT(*) FROM summaries WHERE session_id = ?", (session_id,)).fetchone()
         return int(row[0])
 
     def summaries(self, session_id: str) -> list[Summary]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT batch_index, start_s, end_s, frame_count, summary FROM summaries WHERE session_id = ? "
                 "ORDER BY batch_index",
                 (session_id,),
@@ -332,8 +341,8 @@ class SQLiteStore:
         if not indices:
             return []
         marks = ",".join("?" * len(indices))
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "  # noqa: S608
                 f"AND frame_index IN ({marks}) ORDER BY frame_index",
                 (session_id, *indices),

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from video.fanout import Describer, fan_out
 from video.jobs import JobSettings, Summariser
+from video.jobs.engine import save_frames
 from video.jobs.local import close_sampler, sampling_options
 from video.metrics import WorkerMetrics
 from video.probe import VideoInfo, VideoRejected, probe
@@ -44,7 +45,7 @@ class _WhileStored(Describer):
     store: Store | None = None
 
     async def describe(self, frames: list[SampledFrame]) -> str:
-        if self.store is not None and self.store.get_session(self.session_id) is None:
+        if self.store is not None and await asyncio.to_thread(self.store.get_session, self.session_id) is None:
             raise _gone(self.session_id)
         return await super().describe(frames)
 
@@ -74,8 +75,10 @@ class VideoActivities:
         self.frame_slots = frame_slots
         self.heartbeat_every_s = heartbeat_every_s
 
-    def _session(self, session_id: str) -> Session:
-        session = self.store.get_session(session_id)
+    async def _session(self, session_id: str) -> Session:
+        # Store calls run in threads: a slow database must not hold up the heartbeats, or Temporal
+        # would take the worker for dead and start the activity again elsewhere.
+        session = await asyncio.to_thread(self.store.get_session, session_id)
         if session is None:
             raise _gone(session_id)
         return session
@@ -96,22 +99,22 @@ class VideoActivities:
     async def plan(self, job: PlanInput) -> JobPlan:
         """Cut the frames counted at upload into segments of whole summary batches (each segment
         activity opens the video itself, and fails the job if it can no longer be decoded)."""
-        session = self._session(job.session_id)
+        session = await self._session(job.session_id)
         options = sampling_options(session)
         total = session.total_frames
         batch = self.summariser.batch_size
         # Which frames a scene pass keeps depends on the frames before it: one segment then.
         scene = options.scene_threshold is not None
         size = total if scene else max(batch, round(job.segment_frames / batch) * batch)
-        self.store.update_session(session.id, status="processing")
+        await asyncio.to_thread(self.store.update_session, session.id, status="processing")
         return JobPlan(total, max(1, size), batch)
 
     @activity.defn
     async def describe_segment(self, segment: SegmentInput) -> SegmentOutcome:
         """Describe the segment's frames that are not stored yet; heartbeats carry the last stored one."""
-        session = self._session(segment.session_id)
+        session = await self._session(segment.session_id)
         info = await self._probe(session)
-        done = self.store.described_indices(session.id, segment.first, segment.last)
+        done = await asyncio.to_thread(self.store.described_indices, session.id, segment.first, segment.last)
         if activity.info().attempt > 1:
             log.info(
                 "continuing a segment",
@@ -126,13 +129,11 @@ class VideoActivities:
 
         async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
             self.metrics.frames("described" if description is not None else "failed", len(batch))
+            try:
+                await asyncio.to_thread(save_frames, self.store, session.id, batch, description, error)
+            except SessionGone:
+                raise _gone(session.id) from None
             for frame in batch:
-                try:
-                    self.store.save_frame(
-                        session.id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None
-                    )
-                except SessionGone:
-                    raise _gone(session.id) from None
                 outcome.produced = max(outcome.produced, frame.index + 1)
                 last_stored[0] = max(last_stored[0], frame.index)
             if description is None:
@@ -170,8 +171,8 @@ class VideoActivities:
     @activity.defn
     async def summarise_batches(self, batches: SummariseInput) -> int:
         """Summarise the batches not summarised yet, then roll full groups up a level."""
-        self._session(batches.session_id)
-        summarised = {s.batch_index for s in self.store.summaries(batches.session_id)}
+        await self._session(batches.session_id)
+        summarised = {s.batch_index for s in await asyncio.to_thread(self.store.summaries, batches.session_id)}
         made = 0
         try:
             async with self._heartbeats(lambda: made):
@@ -186,7 +187,7 @@ class VideoActivities:
     @activity.defn
     async def finish(self, job: FinishInput) -> str:
         """Summarise what is left, roll up, embed, and set the final status."""
-        self._session(job.session_id)
+        await self._session(job.session_id)
         try:
             async with self._heartbeats(lambda: job.produced):
                 status = await self.summariser.finish(job.session_id, job.produced, job.warnings)
@@ -199,7 +200,7 @@ class VideoActivities:
 
     @activity.defn
     async def mark_failed(self, failure: FailInput) -> None:
-        self.store.update_session(failure.session_id, status="failed", error=failure.message)
+        await asyncio.to_thread(self.store.update_session, failure.session_id, status="failed", error=failure.message)
         self.metrics.job("failed")
 
     @contextlib.asynccontextmanager

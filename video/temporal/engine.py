@@ -16,7 +16,7 @@ from video.jobs.engine import progress
 from video.jobs.events import EventHub
 from video.metrics import VideoMetrics
 from video.settings import VideoSettings
-from video.store import Store
+from video.store import Store, StoredFrame
 from video.temporal.connection import connect
 from video.temporal.shared import VideoJobInput, workflow_id
 from video.temporal.workflows import VideoWorkflow
@@ -105,7 +105,7 @@ class TemporalEngine:
     async def resume_all(self) -> int:
         """Start the workflows of queued sessions (an upload while Temporal was down); running ones
         live in Temporal and need nothing."""
-        queued = self.store.sessions_with_status("queued")
+        queued = await asyncio.to_thread(self.store.sessions_with_status, "queued")
         for session in queued:
             await self.start(session.id)
         return len(queued)
@@ -131,21 +131,28 @@ class TemporalEngine:
                 for gone in set(self._watches) - set(watched):
                     del self._watches[gone]
                 for session_id in watched:
-                    self._poll(session_id)
+                    await self._poll(session_id)
                 if loop.time() >= next_restart:
                     next_restart = loop.time() + RESTART_QUEUED_EVERY_S
                     await self.resume_all()
             except Exception:
                 log.exception("progress polling failed; retrying")
 
-    def _poll(self, session_id: str) -> None:
+    def _read(self, session_id: str, since: float) -> tuple[dict[str, Any], list[StoredFrame], int]:
+        """What a poll publishes, read in one go (blocking: run in a thread)."""
+        return (
+            self.progress(session_id),
+            self.store.frames_stored_since(session_id, since),
+            self.store.summary_count(session_id),
+        )
+
+    async def _poll(self, session_id: str) -> None:
         watch = self._watches.get(session_id)
         if watch is None:
-            watch = self._watches[session_id] = _Watch(cursor=self.store.clock() - LAG_S)
-        current = self.progress(session_id)
+            watch = self._watches[session_id] = _Watch(cursor=await asyncio.to_thread(self.store.clock) - LAG_S)
+        current, stored, summaries = await asyncio.to_thread(self._read, session_id, watch.cursor - LAG_S)
         if not current:
             return
-        stored = self.store.frames_stored_since(session_id, watch.cursor - LAG_S)
         for item in stored:
             frame = item.frame
             if watch.published.get(frame.index) == (frame.description, frame.error):
@@ -162,7 +169,6 @@ class TemporalEngine:
                     "frame_error": frame.error,
                 },
             )
-        summaries = self.store.summary_count(session_id)
         if summaries > watch.summaries:
             watch.summaries = summaries
             self.events.publish(session_id, {"event": "summary", **current, "batch_index": summaries - 1})
