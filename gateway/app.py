@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -27,6 +28,7 @@ from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
 from gateway.forwarding import Call, Forwarder
 from gateway.health import Readiness
+from gateway.limits.host import HostSlots
 from gateway.limits.shared import SharedLimits
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
 from gateway.protocol import (
@@ -91,13 +93,22 @@ def app_from_environment() -> FastAPI:
     configure_logging(settings.log_level)
     env = read_env(settings.env_file)
     loaded = load_config(settings.config, env)
-    return create_app(per_worker(loaded.config, settings.workers), env)
+    slots = os.environ.get("GATEWAY_SLOTS_DIR")
+    return create_app(per_worker(loaded.config, settings.workers), env, host_slots=Path(slots) if slots else None)
 
 
-def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolver: Resolver | None = None) -> FastAPI:
+def create_app(
+    config: ProxyConfig,
+    env: Mapping[str, str] | None = None,
+    resolver: Resolver | None = None,
+    host_slots: Path | None = None,
+) -> FastAPI:
     """Build the gateway for ``config``; provider keys missing from it are read from ``env``;
-    per-pod deployment names are looked up with ``resolver`` (DNS by default)."""
+    per-pod deployment names are looked up with ``resolver`` (DNS by default); ``host_slots``
+    names the folder where the workers of one host hold ``max_parallel_requests`` together."""
     router = Router(config, os.environ if env is None else env)
+    if host_slots is not None:
+        router.host_slots = HostSlots(host_slots)
     keys = KeyStore(config)
     discovery = EndpointDiscovery(router, resolver, config.gateway_settings.dns_refresh_seconds)
     metrics = Metrics(lambda: (d for g in router.groups.values() for d in g.deployments), time.monotonic)
@@ -143,6 +154,8 @@ def create_app(config: ProxyConfig, env: Mapping[str, str] | None = None, resolv
             if router.shared is not None:
                 await router.shared.close()
             await client.close()
+            if router.host_slots is not None:
+                router.host_slots.close()
             state.access_log.flush()
 
     app = GatewayApp(

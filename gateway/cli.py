@@ -153,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "GATEWAY_ENV_FILE": str(settings.env_file.resolve()),
                 "GATEWAY_WORKERS": str(settings.workers),
                 "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+                "GATEWAY_SLOTS_DIR": os.path.join(metrics_dir, "slots"),
             }
         )
         try:

@@ -297,9 +297,11 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
 
 
 def per_worker(config: ProxyConfig, workers: int) -> ProxyConfig:
-    """The config one of ``workers`` processes enforces when limits are not shared: every rpm and
-    ``max_parallel_requests`` divided by the number of workers (rounded up, at least 1). With
-    Redis configured the limits are shared, so they stay whole."""
+    """The config one of ``workers`` processes enforces when limits are not shared: every rpm
+    divided by the number of workers (rounded up, at least 1: a host admits at most
+    ``workers - 1`` more a minute than configured). ``max_parallel_requests`` stays whole: the
+    workers hold it together (gateway.limits.host). With Redis configured the limits are
+    shared, so they stay whole."""
     if workers <= 1 or config.router_settings.redis_address():
         return config
 
@@ -308,20 +310,10 @@ def per_worker(config: ProxyConfig, workers: int) -> ProxyConfig:
 
     entries = [
         entry.model_copy(
-            update={
-                "litellm_params": entry.litellm_params.model_copy(
-                    update={
-                        "rpm": share(entry.litellm_params.rpm),
-                        "max_parallel_requests": share(entry.litellm_params.max_parallel_requests),
-                    }
-                )
-            }
+            update={"litellm_params": entry.litellm_params.model_copy(update={"rpm": share(entry.litellm_params.rpm)})}
         )
         for entry in config.model_list
     ]
-    router = config.router_settings.model_copy(
-        update={"default_max_parallel_requests": share(config.router_settings.default_max_parallel_requests)}
-    )
     keys = [key.model_copy(update={"rpm": share(key.rpm)}) for key in config.gateway_settings.api_keys]
     gateway = config.gateway_settings.model_copy(update={"api_keys": keys})
-    return config.model_copy(update={"model_list": entries, "router_settings": router, "gateway_settings": gateway})
+    return config.model_copy(update={"model_list": entries, "gateway_settings": gateway})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
 import re
 import time
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
 from gateway.errors import NoDeploymentAvailable, RateLimited
+from gateway.limits.host import HostSlots
 from gateway.limits.shared import KeyLimits, SharedLimits
 from gateway.media import default_media_domains
 from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
@@ -62,6 +65,9 @@ class Router:
     ) -> None:
         self.settings: RouterSettings = config.router_settings
         self.shared: SharedLimits | None = None  # set by the app when Redis is configured
+        self.host_slots: HostSlots | None = None  # set by the app under --workers N (gateway.limits.host)
+        self._lease_prefix = os.urandom(6).hex()
+        self._leases = itertools.count()
         self._rng = rng or random.Random()
         self._clock = clock
         self.groups: dict[str, ModelGroup] = {}
@@ -177,9 +183,10 @@ class Router:
                     caller = None
                 free = [d for d in active if d.has_capacity()]
                 if free:
-                    chosen = self._choose_within_rpm(group, [d for d in free if d.id not in exclude] or free)
-                    chosen.in_flight += 1
-                    return chosen
+                    chosen_local = self._take_local(group, [d for d in free if d.id not in exclude] or free, lease)
+                    if chosen_local is not None:
+                        chosen_local.in_flight += 1
+                        return chosen_local
             else:
                 assert lease is not None
                 chosen_shared = await self._admit_shared(shared, group, active, exclude, caller, lease)
@@ -194,7 +201,7 @@ class Router:
                     code="model_busy",
                     retry_after=1.0,
                 )
-            if shared is not None and shared.available:
+            if (shared is not None and shared.available) or self.host_slots is not None:
                 await asyncio.sleep(min(remaining, SHARED_POLL_S))  # slots free up in other processes too
             else:
                 await self._wait_for_release(group, remaining)
@@ -238,13 +245,25 @@ class Router:
             )
         return None
 
-    def _choose_within_rpm(self, group: ModelGroup, candidates: list[Deployment]) -> Deployment:
+    def _take_local(self, group: ModelGroup, candidates: list[Deployment], lease: str | None) -> Deployment | None:
+        """A deployment within this process's limits (and, under workers, a host slot for
+        ``lease``); None when the host's slots are all taken; RateLimited when every candidate is
+        over its requests per minute."""
         remaining = list(candidates)
+        host_busy = False
         while remaining:
             chosen = self._choose(remaining)
+            remaining.remove(chosen)
+            slots = self.host_slots
+            if slots is not None and lease is not None and not slots.take(chosen, lease):
+                host_busy = True
+                continue
             if chosen.rpm is None or chosen.rpm.try_acquire():
                 return chosen
-            remaining.remove(chosen)
+            if slots is not None and lease is not None:
+                slots.give_back(lease)
+        if host_busy:
+            return None
         waits = [d.rpm.retry_after() for d in candidates if d.rpm is not None]
         raise RateLimited(
             f"model '{group.name}' is at its requests-per-minute limit",
@@ -281,6 +300,8 @@ class Router:
         deployment.in_flight -= 1
         if self.shared is not None and lease:
             self.shared.release(deployment, lease)
+        if self.host_slots is not None and lease:
+            self.host_slots.give_back(lease)
         group = self.groups[deployment.group]
         if group.waiters:
             event, group.released = group.released, asyncio.Event()
@@ -291,9 +312,11 @@ class Router:
         if self.shared is not None and lease:
             self.shared.renew(deployment, lease)
 
-    def new_lease(self) -> str | None:
-        """A name for one attempt's shared slot; None without shared limits."""
-        return self.shared.new_lease() if self.shared is not None else None
+    def new_lease(self) -> str:
+        """A name for one attempt's slot (shared or host), unique across processes."""
+        if self.shared is not None:
+            return self.shared.new_lease()
+        return f"lease:{self._lease_prefix}:{next(self._leases)}"
 
     def record_failure(self, deployment: Deployment) -> bool:
         """Count a failed attempt; True when the deployment now cools down."""

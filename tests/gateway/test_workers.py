@@ -81,3 +81,30 @@ async def test_the_access_log_has_one_whole_json_line_per_request_across_workers
     access = [e for e in entries if e.get("logger") == "gateway.access"]
     assert {e["request_id"] for e in access} == sent
     assert all(e["status"] == 200 and e["model_group"] == "vision" for e in access)
+
+
+async def test_max_parallel_requests_holds_across_workers_without_redis(
+    upstream: UpstreamFactory, tmp_path: Path
+) -> None:
+    import asyncio
+
+    fake = await upstream("vllm", delay_s=0.1)
+    config = {
+        "model_list": [deployment("vision", fake, max_parallel_requests=1)],
+        "gateway_settings": {"queue_timeout": 30},
+    }
+    gateway = GatewayProcess(tmp_path, config, workers=3)
+    try:
+        await gateway.wait_up()
+        body = {"model": "vision", "messages": [{"role": "user", "content": "hi"}]}
+
+        async def one() -> int:
+            # A connection each, so the kernel spreads the requests over the workers.
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+                return (await client.post("/v1/chat/completions", json=body)).status_code
+
+        statuses = await asyncio.gather(*(one() for _ in range(24)))
+        assert statuses == [200] * 24
+        assert fake.max_in_flight == 1, "three workers together went past max_parallel_requests: 1"
+    finally:
+        gateway.stop()
