@@ -68,6 +68,9 @@ class EndpointDiscovery:
             except OSError as exc:
                 log.warning("cannot resolve per-pod endpoints", extra={"deployment": template.id, "error": str(exc)})
                 continue
+            except Exception:
+                log.exception("resolving per-pod endpoints failed", extra={"deployment": template.id})
+                continue
             if addresses:
                 self._apply(template, addresses)
 
@@ -101,7 +104,11 @@ class EndpointDiscovery:
         )
 
     async def run(self) -> None:
-        """Refresh forever, every ``refresh_s`` seconds."""
+        """Refresh forever, every ``refresh_s`` seconds; a failed refresh is logged and the next
+        one tried (the endpoints found last stay in use meanwhile)."""
         while True:
             await asyncio.sleep(self._refresh_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("refreshing per-pod endpoints failed; trying again")

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import openai
 import orjson
 from starlette.requests import Request
 
@@ -125,7 +126,8 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         answer, context = await state.chat.answer(body.question, coverage, make_context)
     except ContextTooSmall as exc:
         raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
-    except Exception as exc:
+    except openai.APIError as exc:
+        # The gateway or the model failed; anything else is a bug, a 500 with its traceback logged.
         log.warning("chat failed: %s", type(exc).__name__)
         raise UpstreamFailed("the chat model could not answer; try again") from None
     retrieved = await asyncio.to_thread(state.store.frames_at, session.id, list(context.moments))

@@ -144,7 +144,7 @@ async def receive_upload(request: Request, destination: Path, max_bytes: int) ->
             if errors:
                 raise errors[0]
         parser.finalize()
-    except Exception:
+    except BaseException:  # cancelled too (the client left): the file is closed and removed
         if sink is not None:
             sink.close()
         destination.unlink(missing_ok=True)

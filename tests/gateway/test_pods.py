@@ -31,6 +31,7 @@ class Pods:
         self.answer: list[str] = []
         self.lookups = 0
         self.failing = False
+        self.broken = False  # the next lookup raises something other than OSError
 
     async def add(self, address: str, **behaviour: Any) -> FakeUpstream:
         fake = await FakeUpstream(address, Behaviour(**behaviour)).start(address, self.port)
@@ -43,6 +44,9 @@ class Pods:
         self.lookups += 1
         if self.failing:
             raise OSError("temporary failure in name resolution")
+        if self.broken:
+            self.broken = False
+            raise ValueError("an answer the resolver could not parse")
         return list(self.answer)
 
 
@@ -164,6 +168,32 @@ async def test_a_failed_lookup_keeps_the_known_pods(pods: Pods) -> None:
         assert len(pod.bodies) == 2
         groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
         assert set(groups) == {"vllm@127.0.0.2"}
+    finally:
+        await http.aclose()
+        await served.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_a_discovery_failure_of_any_kind_is_survived(pods: Pods, caplog: pytest.LogCaptureFixture) -> None:
+    await pods.add("127.0.0.2")
+    second = await pods.add("127.0.0.3")
+    pods.answer = ["127.0.0.2"]
+    http, served, _ = await _gateway(pods)
+    try:
+        pods.broken = True
+        await _until(lambda: _async(not pods.broken))
+        pods.answer = ["127.0.0.2", "127.0.0.3"]  # a pod appears after the failed refresh
+
+        async def both_known() -> bool:
+            groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
+            return set(groups) == {"vllm@127.0.0.2", "vllm@127.0.0.3"}
+
+        await _until(both_known)
+        assert any("per-pod endpoints failed" in r.getMessage() for r in caplog.records)
+        assert second is not None
     finally:
         await http.aclose()
         await served.stop()
