@@ -53,6 +53,10 @@ class Accounting:
         if isinstance(completion, int) and completion > 0:
             self._series.completion_tokens.inc(completion)
 
+    def add_wait(self, seconds: float) -> None:
+        """Time spent waiting for others (a free slot, a deployment, backoff): not overhead."""
+        self.waited_s += seconds
+
     def finish(self, status_code: int, note: str | None = None) -> None:
         """Write metrics and the access log line; later calls do nothing."""
         if self._finished:

@@ -131,7 +131,9 @@ class Forwarder:
             lease = self._router.new_lease()
             try:
                 caller = None if call.key_counted else call.key_limits
-                deployment = await self._router.acquire(group, tried, self._settings.queue_timeout, caller, lease)
+                deployment = await self._router.acquire(
+                    group, tried, self._settings.queue_timeout, caller, lease, call.accounting.add_wait
+                )
             except GatewayError:
                 if last is not None:
                     raise last.error from None

@@ -159,6 +159,7 @@ class Router:
         queue_timeout: float,
         caller: KeyLimits | None = None,
         lease: str | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ) -> Deployment:
         """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot.
 
@@ -201,10 +202,13 @@ class Router:
                     code="model_busy",
                     retry_after=1.0,
                 )
+            waiting_since = self._clock()
             if (shared is not None and shared.available) or self.host_slots is not None:
                 await asyncio.sleep(min(remaining, SHARED_POLL_S))  # slots free up in other processes too
             else:
                 await self._wait_for_release(group, remaining)
+            if on_wait is not None:
+                on_wait(self._clock() - waiting_since)  # queueing, not the gateway's own cost
 
     async def _admit_shared(
         self,

@@ -76,7 +76,7 @@ class EventRelay:
             events = events.replace(old, new)
         if b'"usage"' in events:
             self._capture_usage(events)
-        if events.startswith(_DONE_LINE) or b"\n" + _DONE_LINE in events:
+        if events.startswith(_DONE_LINE) or b"\n" + _DONE_LINE in events or b"\r" + _DONE_LINE in events:
             self.done = True
         return events
 
@@ -92,6 +92,7 @@ class EventRelay:
 
 
 def _last_event_end(data: bytes | bytearray, start: int) -> int:
-    """The offset just past the last blank line (``\\n\\n`` or ``\\r\\n\\r\\n``) at or after ``start``; 0 if none."""
-    lf, crlf = data.rfind(b"\n\n", start), data.rfind(b"\r\n\r\n", start)
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    """The offset just past the last blank line (``\\n\\n``, ``\\r\\n\\r\\n`` or, as the SSE
+    format allows, ``\\r\\r``) at or after ``start``; 0 if none."""
+    lf, crlf, cr = data.rfind(b"\n\n", start), data.rfind(b"\r\n\r\n", start), data.rfind(b"\r\r", start)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0, cr + 2 if cr >= 0 else 0)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from gateway.http1._pool import ConnectionPool
 
 _PAUSE_ABOVE_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # an answer's head larger than this, or with more headers, is refused
+MAX_HEADERS = 100
 _RESUME_BELOW_BYTES = 256 * 1024
 WHOLE_LIMIT_BYTES = 64 * 1024 * 1024  # what ``read`` accepts unless told otherwise
 
@@ -140,6 +142,7 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._keep_alive = False
         self._framed = False  # the answer says where its body ends (Content-Length or chunked)
+        self._header_bytes = 0
         self._paused = False
         self._deadline: float | None = None
         self._gap: float | None = None
@@ -170,7 +173,7 @@ class Connection(asyncio.Protocol):
         response = self.response
         if response is None or response.complete:
             return
-        if response.status and not self._framed:
+        if response.status and not self._framed and exc is None:
             self._complete()  # the body ran to the end of the connection
             return
         if response.received == 0 and self.exchanges > 1:
@@ -181,6 +184,11 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES or len(self.response.raw_headers) >= MAX_HEADERS:
+            self.response._fail(InvalidResponse("answer headers too large"))
+            self.close()
+            return
         self.response.raw_headers.append((name, value))
         lowered = name.lower()
         if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
@@ -189,6 +197,11 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self.response is not None
         status = self._parser.get_status_code()
+        if status == 101:
+            # Switching protocols: what follows is not HTTP any more, and nothing asked for it.
+            self.response._fail(InvalidResponse("the deployment switched protocols"))
+            self.close()
+            return
         if 100 <= status < 200:
             self.response.raw_headers.clear()  # an interim answer: the real one follows
             self._framed = False
@@ -214,6 +227,7 @@ class Connection(asyncio.Protocol):
         response = self.response = Response(self)
         self.exchanges += 1
         self._framed = self._keep_alive = False
+        self._header_bytes = 0
         self._deadline, self._gap = deadline, gap
         self._last_read = self._loop.time()
         self._arm()
@@ -260,6 +274,8 @@ class Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         assert self.response is not None
+        if self.response.error is not None:
+            return  # refused mid-parse (headers too large, a protocol switch): it stays failed
         self.response.complete = True
         self._cancel_timer()
         self.response._wake()

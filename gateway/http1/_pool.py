@@ -21,6 +21,7 @@ class ConnectionPool:
         self._open: set[Connection] = set()
         self._tls = tls  # None: the system's trusted authorities (SSL_CERT_FILE / SSL_CERT_DIR honoured)
         self._loop = asyncio.get_running_loop()
+        self._swept = self._loop.time()
 
     async def request(
         self,
@@ -68,6 +69,18 @@ class ConnectionPool:
         while idle and now - idle[0].idle_since > self._idle_timeout:
             idle.pop(0).close()
         idle.append(connection)
+        if now - self._swept > self._idle_timeout:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close idle connections past their time for every origin, also those no request goes
+        to any more (a pod that left)."""
+        self._swept = now
+        for origin, idle in list(self._idle.items()):
+            while idle and now - idle[0].idle_since > self._idle_timeout:
+                idle.pop(0).close()
+            if not idle:
+                del self._idle[origin]
 
     def forget(self, connection: Connection) -> None:
         """Drop a closed connection."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -395,3 +397,61 @@ async def test_an_answer_past_the_limit_fails_and_its_connection_closes(pool: Co
     response.release()
     assert server.connections == 2
     await server.stop()
+
+
+async def test_a_protocol_switch_is_refused(pool: ConnectionPool) -> None:
+    server = await serve(replying(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"))
+    origin, prefix = head(server.port)
+    with pytest.raises(InvalidResponse, match="switched protocols"):
+        await pool.request(origin, prefix, [b"{}"], total_timeout=5)
+    await server.stop()
+
+
+async def test_a_reset_during_a_body_that_runs_to_the_close_is_a_failure(pool: ConnectionPool) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart of it")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        writer.transport.abort()
+
+    server = await serve(reset)
+    origin, prefix = head(server.port)
+    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
+    with pytest.raises(ConnectionClosed):
+        await response.read()
+    response.release()
+    await server.stop()
+
+
+@pytest.mark.parametrize(
+    "headers", [b"X-Big: " + b"a" * 70_000 + b"\r\n", b"".join(b"X-%d: 1\r\n" % i for i in range(150))]
+)
+async def test_an_answer_with_too_many_or_too_large_headers_is_refused(pool: ConnectionPool, headers: bytes) -> None:
+    server = await serve(replying(b"HTTP/1.1 200 OK\r\n" + headers + b"Content-Length: 2\r\n\r\nok"))
+    origin, prefix = head(server.port)
+    with pytest.raises(InvalidResponse, match="headers too large"):
+        await pool.request(origin, prefix, [b"{}"], total_timeout=5, whole_limit=1024)
+    await server.stop()
+
+
+async def test_idle_connections_to_an_origin_nobody_uses_are_closed() -> None:
+    pool = ConnectionPool(connect_timeout=2, idle_timeout=0.05)
+    departed = await serve(replying(ok(b"a")))
+    staying = await serve(replying(ok(b"b")))
+    for server in (departed, staying):
+        origin, prefix = head(server.port)
+        response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
+        await response.read()
+        response.release()
+    idle = [c for connections in pool._idle.values() for c in connections]
+    assert len(idle) == 2
+    await asyncio.sleep(0.1)  # both pass their idle time; only `staying` gets another request
+    origin, prefix = head(staying.port)
+    response = await pool.request(origin, prefix, [b"{}"], total_timeout=5)
+    await response.read()
+    response.release()
+    assert idle[0].closed, "the departed origin's idle connection is still open"
+    await pool.close()
+    await departed.stop()
+    await staying.stop()

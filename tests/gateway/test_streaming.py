@@ -106,3 +106,13 @@ def test_an_event_end_split_across_chunks_is_found(split: int) -> None:
     head = relay.feed(b"data: {") + relay.feed(data[7 : 7 + split])
     out = head + relay.feed(data[7 + split :]) + relay.finish()
     assert out == data
+
+
+def test_events_ended_by_cr_alone_are_relayed() -> None:
+    relay = EventRelay(model_replacements("up", "asked"))
+    out = relay.feed(b'data: {"model":"up","x":1}\r\rdata: {"model":"up"')
+    assert out == b'data: {"model":"asked","x":1}\r\r'
+    out = relay.feed(b',"usage":{"total_tokens":3}}\r\rdata: [DONE]\r\r')
+    assert out == b'data: {"model":"asked","usage":{"total_tokens":3}}\r\rdata: [DONE]\r\r'
+    assert relay.done
+    assert relay.usage == {"total_tokens": 3}
