@@ -271,3 +271,18 @@ async def test_a_redirecting_deployment_is_not_followed_and_is_reported(
     assert caught.value.status_code == 502
     assert "answered with HTTP 308; check its api_base" in caught.value.message
     assert len(moved.bodies) == 1
+
+
+async def test_time_queued_for_a_slot_is_not_counted_as_overhead(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    slow = await upstream("slow", delay_s=0.5)
+    config = _config(deployment("chat", slow, max_parallel_requests=1))
+    config["gateway_settings"]["queue_timeout"] = 5
+    gw = await gateway(config)
+    client = gw.openai()
+    await asyncio.gather(*(client.chat.completions.create(model="chat", messages=HI) for _ in range(2)))
+    metrics = (await gw.http.get("/metrics")).text
+    overhead = sample(metrics, "gateway_overhead_seconds_sum", model_group="chat")
+    assert overhead is not None
+    assert overhead < 0.25, f"{overhead:.2f} s of overhead: the second request's queueing was counted"
