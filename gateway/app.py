@@ -6,13 +6,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,55 +21,29 @@ from common.log import configure_logging
 from gateway.access_log import AccessLog
 from gateway.accounting import Accounting
 from gateway.auth import KeyStore
+from gateway.bodies import BodyInspector
 from gateway.config import ProxyConfig, load_config, per_worker
-from gateway.dataplane import GatewayApp
+from gateway.dataplane import PROXY_ENDPOINTS, GatewayApp, proxy_endpoint
 from gateway.discovery import EndpointDiscovery, Resolver
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, error_response, install_error_handlers
-from gateway.forwarding import Call, Forwarder
+from gateway.errors import GatewayError, error_response, install_error_handlers
+from gateway.forwarding import Forwarder
 from gateway.health import Readiness
 from gateway.limits.host import HostSlots
 from gateway.limits.shared import SharedLimits
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
 from gateway.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
     ErrorEnvelope,
     ModelCard,
     ModelList,
 )
-from gateway.replies import Reply, StreamReply, unless_client_leaves
-from gateway.requests import BodyInspector, RequestIdMiddleware, read_body
+from gateway.request_ids import RequestIdMiddleware
 from gateway.routing import Router
 from gateway.sdk import SdkClient
 from gateway.settings import Settings
+from gateway.state import GatewayState, StateDep
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
-
-
-@dataclass
-class GatewayState:
-    """Everything a request handler needs, created once per app."""
-
-    config: ProxyConfig
-    router: Router
-    keys: KeyStore
-    metrics: Metrics
-    forwarder: Forwarder
-    readiness: Readiness
-    inspector: BodyInspector
-    started_at: int
-    access_log: AccessLog
-
-
-async def get_state(request: Request) -> GatewayState:
-    """The app's state, placed in every request's scope by the lifespan (async: no thread hop)."""
-    state: GatewayState = request.state.gateway
-    return state
-
-
-StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +139,8 @@ def create_app(
 
     # The data plane skips FastAPI's stack (gateway.dataplane); the same handlers stay mounted
     # as plain routes, so the router answers other methods on these paths with 405.
-    for path, endpoint, field, _ in _PROXY_ENDPOINTS:
-        handler = _proxy_endpoint(endpoint, field)
+    for path, endpoint, field, _ in PROXY_ENDPOINTS:
+        handler = proxy_endpoint(endpoint, field)
         app.data_plane[path] = handler
         app.router.routes.append(Route(path, handler, methods=["POST"], name=endpoint))
     _document_proxy_endpoints(app)
@@ -216,20 +189,6 @@ def create_app(
     return app
 
 
-_PROXY_ENDPOINTS: list[tuple[str, str, str, type[BaseModel]]] = [
-    ("/v1/chat/completions", "chat/completions", "messages", ChatCompletionRequest),
-    ("/v1/completions", "completions", "prompt", CompletionRequest),
-    ("/v1/embeddings", "embeddings", "input", EmbeddingRequest),
-]
-
-
-def _proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Reply | StreamReply]]:
-    async def handle(request: Request) -> Reply | StreamReply:
-        return await _proxy(request, request.state.gateway, endpoint, field)
-
-    return handle
-
-
 def _document_proxy_endpoints(app: FastAPI) -> None:
     """Add the data-plane routes, which FastAPI does not see, to the OpenAPI schema."""
     build_default = app.openapi
@@ -238,7 +197,7 @@ def _document_proxy_endpoints(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build_default()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for path, endpoint, _, model in _PROXY_ENDPOINTS:
+            for path, endpoint, _, model in PROXY_ENDPOINTS:
                 operation = {
                     "tags": ["openai"],
                     "summary": f"Create {endpoint.replace('/', ' ').replace('_', ' ')}",
@@ -260,31 +219,6 @@ def _document_proxy_endpoints(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-async def _proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Reply | StreamReply:
-    request_id: str = request.state.request_id
-    principal = state.keys.authenticate(request.headers.get("authorization"))
-    raw = await read_body(request, state.config.gateway_settings.max_body_bytes)
-    facts = state.inspector.inspect(raw, field)
-    model, stream = facts.model, facts.stream
-    if stream and endpoint == "embeddings":
-        raise InvalidRequest("embeddings cannot be streamed", param="stream")
-    route = state.router.resolve(model)
-    if route is None:
-        raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
-    request.state.model_group = route.group.name
-    principal.check_model(route.group.name, model)
-    shared = state.router.shared
-    caller = principal.limits if shared is not None and shared.available else None
-    if caller is None:
-        principal.check_rate()
-    accounting = Accounting(state.metrics, request_id, route.group.name, stream, access_log=state.access_log)
-    request.state.accounting = accounting
-    call = Call(
-        endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, model_span=facts.model_span
-    )
-    return await unless_client_leaves(request.receive, state.forwarder.forward(call, route))
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> Callable[[Request, GatewayError], Response]:

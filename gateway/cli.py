@@ -13,7 +13,7 @@ from typing import Any
 
 from common.env import read_env
 from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
-from gateway.routing import Router
+from gateway.deployments import build_deployments
 from gateway.sdk import check_providers
 from gateway.settings import Settings
 
@@ -21,10 +21,10 @@ from gateway.settings import Settings
 def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
     """A human-readable summary of groups, deployments, fallbacks and keys."""
     config = loaded.config
-    router = Router(config, env)
+    groups = build_deployments(config, env)
     lines = ["model group          deployment                provider     upstream model                 vision path"]
-    for name, group in router.groups.items():
-        for d in group.deployments:
+    for name, deployments in groups.items():
+        for d in deployments:
             limits = []
             if d.max_parallel:
                 limits.append(f"max_parallel={d.max_parallel}")
@@ -53,7 +53,7 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
         lines.append(f"limits: shared through Redis at {shown} (rpm, tpm, max_parallel_requests, cooldowns)")
     else:
         lines.append("limits: per process (configure router_settings.redis_host to share them)")
-    pods = [d.id for g in router.groups.values() for d in g.deployments if d.per_pod]
+    pods = [d.id for deployments in groups.values() for d in deployments if d.per_pod]
     if pods:
         lines.append(f"per-pod endpoints (re-resolved from DNS): {', '.join(pods)}")
     keys = len(config.gateway_settings.api_keys) + (1 if config.general_settings.master_key else 0)
@@ -65,8 +65,8 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
 
 def _load(path: Path, env: Mapping[str, str]) -> LoadedConfig:
     loaded = load_config(path, env)
-    router = Router(loaded.config, env)
-    check_providers({d.provider for g in router.groups.values() for d in g.deployments if d.sdk})
+    groups = build_deployments(loaded.config, env)
+    check_providers({d.provider for deployments in groups.values() for d in deployments if d.sdk})
     return loaded
 
 

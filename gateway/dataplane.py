@@ -1,5 +1,6 @@
-"""The data plane's own ASGI entry: ``POST /v1/chat/completions``, ``/v1/completions`` and
-``/v1/embeddings`` are dispatched before FastAPI's stack (server-error, telemetry, body-limit,
+"""The data plane: its handler (auth, body checks, routing, forwarding) and its own ASGI entry.
+``POST /v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` are dispatched before
+FastAPI's stack (server-error, telemetry, body-limit,
 exception, routing and exit-stack layers cost more than the rest of a small request). Every
 other route, and the lifespan, go through FastAPI as usual. What the skipped layers did for
 these routes is done here: the request id, the error envelope, and a logged 500 for the
@@ -13,12 +14,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import ClientClosedRequest, GatewayError
-from gateway.requests import request_id_of
+from gateway.accounting import Accounting
+from gateway.bodies import read_body
+from gateway.errors import ClientClosedRequest, GatewayError, InvalidRequest, ModelNotFound
+from gateway.forwarding import Call
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.replies import Reply, StreamReply, unless_client_leaves
+from gateway.request_ids import request_id_of
+from gateway.state import GatewayState
 
 log = logging.getLogger("gateway")
 
@@ -62,3 +70,42 @@ class GatewayApp(FastAPI):
             log.exception("unhandled error", extra={"request_id": request_id})
             reply = self.respond(request, GatewayError("internal error", code="internal_error"))
         await reply(scope, receive, send)
+
+
+PROXY_ENDPOINTS: list[tuple[str, str, str, type[BaseModel]]] = [
+    ("/v1/chat/completions", "chat/completions", "messages", ChatCompletionRequest),
+    ("/v1/completions", "completions", "prompt", CompletionRequest),
+    ("/v1/embeddings", "embeddings", "input", EmbeddingRequest),
+]
+
+
+def proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Reply | StreamReply]]:
+    async def handle(request: Request) -> Reply | StreamReply:
+        return await proxy(request, request.state.gateway, endpoint, field)
+
+    return handle
+
+
+async def proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Reply | StreamReply:
+    request_id: str = request.state.request_id
+    principal = state.keys.authenticate(request.headers.get("authorization"))
+    raw = await read_body(request, state.config.gateway_settings.max_body_bytes)
+    facts = state.inspector.inspect(raw, field)
+    model, stream = facts.model, facts.stream
+    if stream and endpoint == "embeddings":
+        raise InvalidRequest("embeddings cannot be streamed", param="stream")
+    route = state.router.resolve(model)
+    if route is None:
+        raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
+    request.state.model_group = route.group.name
+    principal.check_model(route.group.name, model)
+    shared = state.router.shared
+    caller = principal.limits if shared is not None and shared.available else None
+    if caller is None:
+        principal.check_rate()
+    accounting = Accounting(state.metrics, request_id, route.group.name, stream, access_log=state.access_log)
+    request.state.accounting = accounting
+    call = Call(
+        endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, model_span=facts.model_span
+    )
+    return await unless_client_leaves(request.receive, state.forwarder.forward(call, route))

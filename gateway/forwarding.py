@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from gateway import sdk
+import gateway.sdk as sdk
 from gateway.accounting import Accounting
+from gateway.bodies import replace_model
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
@@ -25,7 +26,6 @@ from gateway.limits.shared import RENEW_EVERY_S, KeyLimits
 from gateway.media import check_media, remote_media_hosts
 from gateway.metrics import Metrics
 from gateway.replies import EVENT_STREAM, Reply, StreamReply
-from gateway.requests import replace_model
 from gateway.routing import Route, Router
 from gateway.streaming import EventRelay, EventTooLarge, model_replacements
 from gateway.upstream import TRANSPORT_ERRORS, AttemptFailed, UpstreamClient, status_failure, transport_failure

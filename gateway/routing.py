@@ -10,16 +10,16 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
+from gateway.config import ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
+from gateway.deployments import build_deployments
 from gateway.errors import NoDeploymentAvailable, RateLimited
-from gateway.limits.host import HostSlots
-from gateway.limits.shared import KeyLimits, SharedLimits
-from gateway.media import default_media_domains
-from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
-from gateway.ratelimit import TokenBucket
-from gateway.upstream import check_deployment
+
+if TYPE_CHECKING:  # the limits modules load Redis's client: only an app with limits needs them
+    from gateway.limits.host import HostSlots
+    from gateway.limits.shared import KeyLimits, SharedLimits
 
 SHARED_POLL_S = 0.02  # how often a request waiting for a slot asks Redis again
 
@@ -71,12 +71,8 @@ class Router:
         self._rng = rng or random.Random()
         self._clock = clock
         self.groups: dict[str, ModelGroup] = {}
-        for entry in config.model_list:
-            group = self.groups.get(entry.model_name)
-            if group is None:
-                group = ModelGroup(entry.model_name, [], _wildcard_pattern(entry.model_name))
-                self.groups[entry.model_name] = group
-            group.deployments.append(self._build_deployment(entry, len(group.deployments), env))
+        for name, deployments in build_deployments(config, env).items():
+            self.groups[name] = ModelGroup(name, deployments, _wildcard_pattern(name))
         self._wildcards = sorted(
             (g for g in self.groups.values() if g.pattern is not None),
             key=lambda g: (g.name.count("*"), -len(g.name)),
@@ -85,49 +81,6 @@ class Router:
         for mapping in self.settings.fallbacks:
             for source, targets in mapping.items():
                 self._fallbacks.setdefault(source, []).extend(targets)
-
-    def _build_deployment(self, entry: ModelEntry, index: int, env: Mapping[str, str]) -> Deployment:
-        params, settings = entry.litellm_params, self.settings
-        provider_name, upstream_model = split_model(params.model)
-        provider = PASSTHROUGH_PROVIDERS.get(provider_name)
-        if provider is None:
-            # Any other LiteLLM provider goes through the litellm SDK, which knows its API.
-            api_base: str | None = params.api_base.rstrip("/") if params.api_base else ""
-            api_key = params.api_key
-        else:
-            api_base = resolve_api_base(provider, params.api_base, env)
-            if api_base is None:
-                raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
-            api_key = resolve_api_key(provider, params.api_key, env)
-        timeout = params.timeout or settings.timeout
-        deployment = Deployment(
-            id=entry.model_info.id or f"{entry.model_name}/{index}",
-            group=entry.model_name,
-            provider=provider_name,
-            upstream_model=upstream_model,
-            api_base=api_base or "",
-            api_key=api_key,
-            timeout=timeout,
-            stream_timeout=params.stream_timeout or settings.stream_timeout or timeout,
-            weight=params.weight,
-            supports_vision=entry.model_info.supports_vision,
-            max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
-            context_tokens=entry.model_info.max_input_tokens,
-            per_pod=entry.model_info.per_pod,
-            sdk=provider is None,
-            sdk_params=dict(params.model_extra or {}) if provider is None else {},
-            rpm=TokenBucket(params.rpm) if params.rpm else None,
-            extra_headers=dict(params.extra_headers),
-            media_domains=default_media_domains(
-                provider_name, provider is None, entry.model_info.allowed_media_domains
-            ),
-        )
-        if not deployment.sdk:
-            try:
-                check_deployment(deployment)
-            except ValueError as exc:
-                raise ConfigError(f"model_list '{entry.model_name}': {exc}") from None
-        return deployment
 
     def resolve(self, model: str) -> Route | None:
         """The exact group named ``model``, else the most specific matching wildcard group."""

@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import httptools
 
 from gateway.http1._exceptions import BodyTooLarge, ConnectionClosed, InvalidResponse, StaleConnection
 from gateway.http1._origin import Origin
 
-if TYPE_CHECKING:
-    from gateway.http1._pool import ConnectionPool
-
 _PAUSE_ABOVE_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024  # an answer's head larger than this, or with more headers, is refused
 MAX_HEADERS = 100
 _RESUME_BELOW_BYTES = 256 * 1024
 WHOLE_LIMIT_BYTES = 64 * 1024 * 1024  # what ``read`` accepts unless told otherwise
+
+
+class Owner(Protocol):
+    """What a connection tells the pool that made it (``_pool.ConnectionPool``)."""
+
+    def put(self, connection: Connection) -> None: ...
+
+    def forget(self, connection: Connection) -> None: ...
 
 
 class Response:
@@ -130,7 +135,7 @@ class Response:
 class Connection(asyncio.Protocol):
     """One keep-alive connection; serves one exchange at a time."""
 
-    def __init__(self, pool: ConnectionPool, origin: Origin) -> None:
+    def __init__(self, pool: Owner, origin: Origin) -> None:
         self._pool = pool
         self.origin = origin
         self._loop = asyncio.get_running_loop()

@@ -22,9 +22,11 @@ PNG_1PX = base64.b64encode(
 async def _two_groups(upstream: UpstreamFactory, gateway: GatewayFactory):
     vllm = await upstream("vllm")
     nebius = await upstream("nebius")
+    vision = deployment("vision", vllm, supports_vision=True)
+    vision["model_info"]["allowed_media_domains"] = ["example.com"]  # remote image URLs pass (gateway.media)
     config = {
         "model_list": [
-            deployment("vision", vllm, supports_vision=True),
+            vision,
             deployment("chat", nebius, model="nebius/meta-llama/Llama-3.3-70B-Instruct", api_key="nb-key-123"),
             deployment("nebius/*", nebius, model="nebius/*", api_key="nb-key-123"),
         ]

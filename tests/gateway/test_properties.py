@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.bodies import BodyInspector, RequestFacts, replace_model
 from gateway.errors import InvalidRequest
-from gateway.requests import BodyInspector, RequestFacts, replace_model
 
 pytestmark = pytest.mark.unit
 # Derandomized, so that CI sees the same examples every run.
@@ -136,7 +136,7 @@ def _max_int(value: Any) -> int:
 def test_the_scan_of_large_bodies_agrees_with_the_parser_whenever_it_answers(
     body: dict[str, Any], style: int, with_image: bool
 ) -> None:
-    from gateway.requests import scan_facts
+    from gateway.bodies import scan_facts
 
     if with_image and isinstance(body.get("messages"), list):
         image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
@@ -151,7 +151,7 @@ def test_the_scan_of_large_bodies_agrees_with_the_parser_whenever_it_answers(
 
 
 def test_a_large_image_body_is_scanned_not_parsed() -> None:
-    from gateway.requests import SCAN_ABOVE_BYTES, scan_facts
+    from gateway.bodies import SCAN_ABOVE_BYTES, scan_facts
 
     image = "A" * (SCAN_ABOVE_BYTES + 1)
     raw = orjson.dumps(
@@ -172,8 +172,8 @@ def test_a_large_image_body_is_scanned_not_parsed() -> None:
 
 @pytest.mark.parametrize("model_token", [b'"vision"', b'"vi\\u0073ion"'])
 def test_a_scanned_body_is_rewritten_at_the_model_it_found(model_token: bytes) -> None:
+    from gateway.bodies import SCAN_ABOVE_BYTES, scan_facts
     from gateway.forwarding import Call
-    from gateway.requests import SCAN_ABOVE_BYTES, scan_facts
 
     image = b"A" * (SCAN_ABOVE_BYTES + 1)
     raw = (

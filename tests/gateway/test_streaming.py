@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.bodies import replace_model
 from gateway.errors import rejected_from_upstream
-from gateway.requests import replace_model
 from gateway.streaming import EventRelay, model_replacements
 
 pytestmark = pytest.mark.unit
