@@ -13,6 +13,7 @@ from psycopg.rows import TupleRow
 
 from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
+from video.store.queries import LAST_FRAME_INDEX, Statements
 from video.store.records import (
     FrameRecord,
     Moment,
@@ -26,6 +27,7 @@ from video.store.records import (
 log = logging.getLogger("video.store")
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
+SQL = Statements("%s")
 CONNECT_TIMEOUT_S = 5
 MIGRATION_LOCK = 0x76696465  # one process migrates at a time
 NOW = "extract(epoch from clock_timestamp())"
@@ -154,21 +156,14 @@ class PostgresStore:
         return float(row[0])
 
     def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
-        rows = self._run(
-            lambda conn: conn.execute(
-                "SELECT stored_at, frame_index, timestamp_s, description, error FROM frames "
-                "WHERE session_id = %s AND stored_at >= %s ORDER BY stored_at",
-                (session_id, since),
-            ).fetchall()
-        )
+        rows = self._run(lambda conn: conn.execute(SQL.frames_stored_since, (session_id, since)).fetchall())
         return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = %s "
-                "AND frame_index >= %s AND frame_index <= %s ORDER BY frame_index",
-                (session_id, first, last if last is not None else 2**31 - 1),
+                SQL.frames_in_range,
+                (session_id, first, last if last is not None else LAST_FRAME_INDEX),
             ).fetchall()
         )
         return [FrameRecord(*r) for r in rows]
@@ -176,9 +171,8 @@ class PostgresStore:
     def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT frame_index FROM frames WHERE session_id = %s AND description IS NOT NULL "
-                "AND frame_index >= %s AND frame_index <= %s",
-                (session_id, first, last if last is not None else 2**31 - 1),
+                SQL.described_in_range,
+                (session_id, first, last if last is not None else LAST_FRAME_INDEX),
             ).fetchall()
         )
         return {r[0] for r in rows}
@@ -195,11 +189,7 @@ class PostgresStore:
         return int(row[0]), int(row[1])
 
     def thumbnail(self, session_id: str, index: int) -> bytes | None:
-        row = self._run(
-            lambda conn: conn.execute(
-                "SELECT thumbnail FROM frames WHERE session_id = %s AND frame_index = %s", (session_id, index)
-            ).fetchone()
-        )
+        row = self._run(lambda conn: conn.execute(SQL.thumbnail, (session_id, index)).fetchone())
         return bytes(row[0]) if row and row[0] is not None else None
 
     def save_summary(self, session_id: str, summary: Summary) -> None:
@@ -226,17 +216,14 @@ class PostgresStore:
             raise SessionGone(session_id) from exc
 
     def summary_count(self, session_id: str) -> int:
-        row = self._run(
-            lambda conn: conn.execute("SELECT COUNT(*) FROM summaries WHERE session_id = %s", (session_id,)).fetchone()
-        )
+        row = self._run(lambda conn: conn.execute(SQL.summary_count, (session_id,)).fetchone())
         assert row is not None
         return int(row[0])
 
     def summaries(self, session_id: str) -> list[Summary]:
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT batch_index, start_s, end_s, frame_count, summary FROM summaries WHERE session_id = %s "
-                "ORDER BY batch_index",
+                SQL.summaries,
                 (session_id,),
             ).fetchall()
         )
@@ -245,8 +232,7 @@ class PostgresStore:
     def overviews(self, session_id: str) -> list[Summary]:
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT node_index, start_s, end_s, frame_count, summary, level FROM overviews "
-                "WHERE session_id = %s ORDER BY level, node_index",
+                SQL.overviews,
                 (session_id,),
             ).fetchall()
         )
@@ -318,10 +304,7 @@ class PostgresStore:
     def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT f.frame_index, f.timestamp_s, f.description, f.error FROM frames f "
-                "LEFT JOIN frame_embeddings e ON e.session_id = f.session_id AND e.frame_index = f.frame_index "
-                "AND e.model = %s WHERE f.session_id = %s AND f.description IS NOT NULL AND e.vector IS NULL "
-                "ORDER BY f.frame_index LIMIT %s",
+                SQL.frames_without_embedding,
                 (model, session_id, limit),
             ).fetchall()
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
+from video.store.queries import LAST_FRAME_INDEX, Statements
 from video.store.records import (
     FrameRecord,
     Moment,
@@ -26,8 +27,9 @@ from video.store.records import (
 SAVE_FRAME = (
     "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "  # noqa: S608
     "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
-    f"thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), created_at=excluded.created_at {KEEP_DESCRIPTION}"
+    f"thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), stored_at=excluded.stored_at {KEEP_DESCRIPTION}"
 )
+SQL = Statements("?")
 BUSY_TIMEOUT_S = 30  # another process's write transaction is waited for this long
 
 
@@ -70,14 +72,24 @@ class SQLiteStore:
                 time.sleep(0.05)
 
     def _migrate(self) -> None:
+        """Run the migrations not applied yet, each in a transaction that checks again under the
+        write lock (processes opening the database together must not both run one)."""
         self._db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT)")
         applied = {r[0] for r in self._db.execute("SELECT version FROM schema_migrations")}
         for version, name, sql in migrations("sqlite"):
-            if version not in applied:
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\n"
-                    f"INSERT OR IGNORE INTO schema_migrations VALUES ({version}, '{name}');\nCOMMIT;"
-                )
+            if version in applied:
+                continue
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                done = self._db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone()
+                if done is None:
+                    for statement in _statements(sql):
+                        self._db.execute(statement)
+                    self._db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, name))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _index_existing_rows(self) -> None:
         """Fill the full-text indexes of a database written before they existed."""
@@ -175,29 +187,21 @@ class SQLiteStore:
 
     def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT created_at, frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
-                "AND created_at >= ? ORDER BY created_at",
-                (session_id, since),
-            ).fetchall()
+            rows = db.execute(SQL.frames_stored_since, (session_id, since)).fetchall()
         return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         """Frames ``first``..``last`` (inclusive; all by default) in order."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "
-                "AND frame_index >= ? AND frame_index <= ? ORDER BY frame_index",
-                (session_id, first, last if last is not None else 2**62),
+                SQL.frames_in_range, (session_id, first, last if last is not None else LAST_FRAME_INDEX)
             ).fetchall()
         return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
 
     def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT frame_index FROM frames WHERE session_id = ? AND description IS NOT NULL "
-                "AND frame_index >= ? AND frame_index <= ?",
-                (session_id, first, last if last is not None else 2**62),
+                SQL.described_in_range, (session_id, first, last if last is not None else LAST_FRAME_INDEX)
             ).fetchall()
         return {r[0] for r in rows}
 
@@ -213,9 +217,7 @@ class SQLiteStore:
 
     def thumbnail(self, session_id: str, index: int) -> bytes | None:
         with self._reading() as db:
-            row = db.execute(
-                "SELECT thumbnail FROM frames WHERE session_id = ? AND frame_index = ?", (session_id, index)
-            ).fetchone()
+            row = db.execute(SQL.thumbnail, (session_id, index)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
     def save_summary(self, session_id: str, summary: Summary) -> None:
@@ -244,11 +246,7 @@ class SQLiteStore:
     def overviews(self, session_id: str) -> list[Summary]:
         """Summaries of summaries, by level then position."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT node_index, start_s, end_s, frame_count, summary, level FROM overviews WHERE session_id = ? "
-                "ORDER BY level, node_index",
-                (session_id,),
-            ).fetchall()
+            rows = db.execute(SQL.overviews, (session_id,)).fetchall()
         return [Summary(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def rank_frames(self, session_id: str, terms: list[str], limit: int) -> list[int]:
@@ -313,27 +311,17 @@ class SQLiteStore:
 
     def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT f.frame_index, f.timestamp_s, f.description, f.error FROM frames f "
-                "LEFT JOIN frame_embeddings e ON e.session_id = f.session_id AND e.frame_index = f.frame_index "
-                "AND e.model = ? WHERE f.session_id = ? AND f.description IS NOT NULL AND e.vector IS NULL "
-                "ORDER BY f.frame_index LIMIT ?",
-                (model, session_id, limit),
-            ).fetchall()
+            rows = db.execute(SQL.frames_without_embedding, (model, session_id, limit)).fetchall()
         return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
     def summary_count(self, session_id: str) -> int:
         with self._reading() as db:
-            row = db.execute("SELECT COUNT(*) FROM summaries WHERE session_id = ?", (session_id,)).fetchone()
+            row = db.execute(SQL.summary_count, (session_id,)).fetchone()
         return int(row[0])
 
     def summaries(self, session_id: str) -> list[Summary]:
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT batch_index, start_s, end_s, frame_count, summary FROM summaries WHERE session_id = ? "
-                "ORDER BY batch_index",
-                (session_id,),
-            ).fetchall()
+            rows = db.execute(SQL.summaries, (session_id,)).fetchall()
         return [Summary(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def frames_at(self, session_id: str, indices: list[int]) -> list[FrameRecord]:
@@ -366,3 +354,17 @@ def _session(row: sqlite3.Row) -> Session:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (triggers' bodies kept whole)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(p.strip().startswith("--") for p in pending.splitlines() if p.strip()):
+        statements.append(pending.strip())
+    return statements
