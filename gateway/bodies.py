@@ -158,7 +158,7 @@ def _key_values(raw: bytes, keys: tuple[bytes, ...], tokens: tuple[bytes, ...]) 
         if hops > _MAX_QUOTES_SCANNED:
             return None
         for index, key in enumerate(keys):
-            if raw.startswith(key, position) and not _escaped(raw, position):
+            if raw.startswith(key, position) and not escaped(raw, position):
                 after = _skip_space(raw, position + len(key))
                 if raw[after : after + 1] == b":":
                     found[index].append(_skip_space(raw, after + 1))
@@ -173,7 +173,7 @@ def _json_string_at(raw: bytes, start: int) -> tuple[str, int] | None:
     if raw[start : start + 1] != b'"':
         return None
     end = raw.find(b'"', start + 1)
-    while end >= 0 and _escaped(raw, end):
+    while end >= 0 and escaped(raw, end):
         end = raw.find(b'"', end + 1)
     if end < 0:
         return None
@@ -202,7 +202,7 @@ def replace_model(raw: bytes, current: str, new: str) -> list[bytes | memoryview
         return None
     span: tuple[int, int] | None = None
     for position in positions:
-        if _escaped(raw, position):
+        if escaped(raw, position):
             continue
         after = _skip_space(raw, position + len(_MODEL_KEY))
         if raw[after : after + 1] == b":":
@@ -246,7 +246,8 @@ def _model_tokens(raw: bytes) -> list[int] | None:
     return found
 
 
-def _escaped(raw: bytes, position: int) -> bool:
+def escaped(raw: bytes, position: int) -> bool:
+    """Whether the character at ``position`` is escaped by the backslashes before it."""
     backslashes = 0
     while position - backslashes - 1 >= 0 and raw[position - backslashes - 1] == 0x5C:
         backslashes += 1

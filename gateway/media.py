@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from gateway.bodies import escaped
 from gateway.errors import InvalidRequest
 
 REMOTE_FETCHING_PROVIDERS = frozenset({"openai", "nebius"})  # they fetch from their network, not ours
@@ -38,7 +39,7 @@ def remote_media_hosts(raw: bytes) -> list[str]:
     position = raw.find(b'"')
     while position >= 0:
         key = next((k for k in _KEYS if raw.startswith(k, position)), None)
-        if key is not None and not _escaped(raw, position):
+        if key is not None and not escaped(raw, position):
             match = _VALUE.match(raw, position + len(key))
             if match is not None:
                 if match.group(1)[:5].lower() != b"data:":
@@ -49,13 +50,6 @@ def remote_media_hosts(raw: bytes) -> list[str]:
                     break
         position = raw.find(b'"', position + 1)
     return hosts
-
-
-def _escaped(raw: bytes, quote: int) -> bool:
-    backslashes = 0
-    while quote - backslashes - 1 >= 0 and raw[quote - backslashes - 1] == 0x5C:
-        backslashes += 1
-    return backslashes % 2 == 1
 
 
 def _host(value: bytes) -> str:
