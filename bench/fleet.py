@@ -23,7 +23,8 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.gateway import KEY, Scenario, body, free_port, litellm_proxy, load, started, wait_until_up
+from bench.load import KEY, Scenario, body, free_port, load, wait_until_up
+from bench.peers import litellm_proxy, started
 
 SCENARIOS = [Scenario("small plain c=32", 32, False, False), Scenario("small stream c=32", 32, True, False)]
 

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from bench import procstat
-from bench.gateway import KEY, Scenario, body, free_port, litellm_proxy, load, started, wait_until_up
+from bench.load import KEY, Scenario, body, free_port, load, wait_until_up
+from bench.peers import litellm_proxy, started
 
 SCENARIOS = [Scenario("anthropic plain c=32", 32, False, False), Scenario("anthropic stream c=32", 32, True, False)]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
-from bench.gateway import free_port
+from bench.load import free_port
 from launch.environment import temporal_cli
 
 ROOT = Path(__file__).resolve().parents[1]

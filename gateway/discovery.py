@@ -82,6 +82,10 @@ class EndpointDiscovery:
         group = self._router.groups[template.group]
         others = [d for d in group.deployments if d is not template and d not in known.values()]
         group.deployments[:] = others + list(current.values())
+        slots = self._router.host_slots
+        if slots is not None:
+            for address in removed:
+                slots.forget(known[address].id)
         if added or removed:
             log.info(
                 "per-pod endpoints changed",

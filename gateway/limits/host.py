@@ -26,6 +26,7 @@ class HostSlots:
         self._files: dict[str, list[int]] = {}  # deployment id -> one descriptor per slot
         self._taken: dict[str, set[int]] = {}  # deployment id -> the slots this process holds
         self._leases: dict[str, tuple[str, int]] = {}  # lease -> (deployment id, slot)
+        self._forgotten: set[str] = set()  # deployments gone, whose files close once nothing holds them
 
     def take(self, deployment: Deployment, lease: str) -> bool:
         """A free slot of ``deployment`` for ``lease``, or False when every one is held."""
@@ -54,6 +55,18 @@ class HostSlots:
         deployment_id, slot = held
         self._taken[deployment_id].discard(slot)
         fcntl.flock(self._files[deployment_id][slot], fcntl.LOCK_UN)
+        if deployment_id in self._forgotten:
+            self.forget(deployment_id)
+
+    def forget(self, deployment_id: str) -> None:
+        """A deployment left (a pod gone): close its slot files now, or once its last slot is back."""
+        if self._taken.get(deployment_id):
+            self._forgotten.add(deployment_id)
+            return
+        self._forgotten.discard(deployment_id)
+        self._taken.pop(deployment_id, None)
+        for descriptor in self._files.pop(deployment_id, []):
+            os.close(descriptor)
 
     def close(self) -> None:
         """Close every slot file (freeing what this process holds)."""
@@ -63,6 +76,7 @@ class HostSlots:
         self._files.clear()
         self._taken.clear()
         self._leases.clear()
+        self._forgotten.clear()
 
     def _slot_files(self, deployment: Deployment) -> list[int]:
         files = self._files.get(deployment.id)

@@ -3,6 +3,7 @@ and a process that dies frees its slots."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,14 @@ def test_slots_are_held_across_processes_and_freed_when_one_dies(tmp_path: Path)
     assert not slots.take(_deployment(), "fourth")
     slots.close()
     assert all("10.0.0.1" not in p.name for p in tmp_path.iterdir()), "file names carry no address"
+
+
+def test_a_departed_deployments_files_close_once_its_last_slot_is_back(tmp_path: Path) -> None:
+    slots = HostSlots(tmp_path)
+    assert slots.take(_deployment(), "in-flight")
+    opened = len(os.listdir("/proc/self/fd"))
+    slots.forget(_deployment().id)  # the pod left while a request to it runs
+    assert len(os.listdir("/proc/self/fd")) == opened
+    slots.give_back("in-flight")
+    assert len(os.listdir("/proc/self/fd")) == opened - 2, "its two slot files are closed"
+    slots.close()
