@@ -175,9 +175,7 @@ class Forwarder:
         call.accounting.waited_s += delay
         await asyncio.sleep(delay)
 
-    async def _attempt(
-        self, call: Call, route: Route, deployment: Deployment, lease: str | None
-    ) -> Reply | StreamReply:
+    async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
         """One try; releases the deployment unless a stream now owns it."""
         try:
             call.check_media(deployment)
@@ -248,7 +246,7 @@ class Forwarder:
         self,
         call: Call,
         deployment: Deployment,
-        lease: str | None,
+        lease: str,
         response: UpstreamResponse,
         relay: EventRelay,
         first: bytes,
@@ -297,9 +295,7 @@ class Forwarder:
             self._count_tokens(call, relay.usage)
             accounting.finish(status, note)
 
-    async def _attempt_sdk(
-        self, call: Call, route: Route, deployment: Deployment, lease: str | None
-    ) -> Reply | StreamReply:
+    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
         """One try through the litellm SDK, with the fast path's accounting and release rules."""
         assert self._sdk is not None
         accounting = call.accounting
@@ -330,7 +326,7 @@ class Forwarder:
                 self._router.release(deployment, lease)
 
     async def _relay_sdk(
-        self, call: Call, deployment: Deployment, lease: str | None, stream: Any, first: Any, sent: float
+        self, call: Call, deployment: Deployment, lease: str, stream: Any, first: Any, sent: float
     ) -> AsyncIterator[bytes]:
         accounting = call.accounting
         status, note = 200, None

@@ -44,8 +44,7 @@ def remote_media_hosts(raw: bytes) -> list[str]:
             if match is not None:
                 if match.group(1)[:5].lower() != b"data:":
                     hosts.append(_host(match.group(1)))
-                position = match.end()  # past the value's opening quote: its content is skipped below
-                position = raw.find(b'"', position)  # the value's closing quote
+                position = raw.find(b'"', match.end())  # the value's closing quote: its content is skipped
                 if position < 0:
                     break
         position = raw.find(b'"', position + 1)

@@ -4,7 +4,6 @@ and the final status. Both engines use it; every write is idempotent."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -129,19 +128,15 @@ class Summariser:
             warnings.append(f"{failed} frame(s) could not be described; see GET /sessions/{session_id}/frames")
         if described == 0 and produced > 0:
             await asyncio.to_thread(
-                functools.partial(
-                    self.store.update_session,
-                    session_id,
-                    status="failed",
-                    total_frames=produced,
-                    warnings=warnings,
-                    error="no frame could be described: is the gateway reachable?",
-                )
+                self.store.update_session,
+                session_id,
+                status="failed",
+                total_frames=produced,
+                warnings=warnings,
+                error="no frame could be described: is the gateway reachable?",
             )
             return "failed"
         await asyncio.to_thread(
-            functools.partial(
-                self.store.update_session, session_id, status="completed", total_frames=produced, warnings=warnings
-            )
+            self.store.update_session, session_id, status="completed", total_frames=produced, warnings=warnings
         )
         return "completed"
