@@ -21,8 +21,10 @@ class Accounting:
         stream: bool,
         clock: Callable[[], float] = time.perf_counter,
         access_log: AccessLog | None = None,
+        endpoint: str = "chat/completions",
     ) -> None:
-        self._series = metrics.group(model_group)
+        self._series = metrics.group(model_group, endpoint)
+        self.endpoint = endpoint
         self.access_log = access_log or AccessLog()
         self.request_id = request_id
         self.model_group = model_group
@@ -47,7 +49,9 @@ class Accounting:
         """Count tokens reported by the deployment."""
         if not usage:
             return
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        # OpenAI's chat names, else the Responses and Anthropic names.
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
         if isinstance(prompt, int) and prompt > 0:
             self._series.prompt_tokens.inc(prompt)
         if isinstance(completion, int) and completion > 0:
@@ -73,6 +77,7 @@ class Accounting:
             {
                 "request_id": self.request_id,
                 "model_group": self.model_group,
+                "endpoint": self.endpoint,
                 "deployment": self.deployment,
                 "status": status_code,
                 "stream": self.stream,

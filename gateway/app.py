@@ -23,20 +23,35 @@ from gateway.accounting import Accounting
 from gateway.auth import KeyStore
 from gateway.bodies import BodyInspector
 from gateway.config import ProxyConfig, load_config, per_worker
-from gateway.dataplane import PROXY_ENDPOINTS, GatewayApp, proxy_endpoint
+from gateway.dataplane import GatewayApp, credential, proxy_endpoint
 from gateway.discovery import EndpointDiscovery, Resolver
-from gateway.errors import GatewayError, error_response, install_error_handlers
+from gateway.endpoints import ENDPOINTS, MESSAGES
+from gateway.errors import GatewayError, ModelNotFound, anthropic_error_response, error_response, install_error_handlers
 from gateway.forwarding import Forwarder
 from gateway.health import Readiness
 from gateway.limits.host import HostSlots
 from gateway.limits.shared import SharedLimits
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
 from gateway.protocol import (
+    AnthropicCountTokensRequest,
+    AnthropicMessagesRequest,
+    AudioRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
     ErrorEnvelope,
     ModelCard,
     ModelList,
+    RerankRequest,
+    ResponsesRequest,
+    ScoreRequest,
+    SpeechRequest,
 )
 from gateway.request_ids import RequestIdMiddleware
+from gateway.response_ids import ResponseIds
+from gateway.response_store import MemoryResponseStore, RedisResponseStore, ResponseStore
+from gateway.responses_api import ResponsesState
+from gateway.responses_routes import add_responses_routes
 from gateway.routing import Router
 from gateway.sdk import SdkClient
 from gateway.settings import Settings
@@ -94,6 +109,12 @@ def create_app(
             sdk_client = SdkClient(bool(config.litellm_settings.get("drop_params", False)))
             await sdk_client.start()
         settings = config.gateway_settings
+        redis_url = config.router_settings.redis_address()
+        store: ResponseStore = (
+            RedisResponseStore(redis_url, settings.responses_ttl_seconds)
+            if redis_url
+            else MemoryResponseStore(settings.responses_ttl_seconds, settings.responses_store_bytes)
+        )
         state = GatewayState(
             config=config,
             router=router,
@@ -106,10 +127,10 @@ def create_app(
             inspector=BodyInspector(),
             started_at=int(time.time()),
             access_log=AccessLog(),
+            responses=ResponsesState(router, ResponseIds(config.general_settings.master_key), store),
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
-        redis_url = config.router_settings.redis_address()
         router.shared = SharedLimits.from_url(redis_url, metrics) if redis_url else None
         if router.shared is not None:
             await router.shared.start()
@@ -126,6 +147,9 @@ def create_app(
                 task.cancel()
             if router.shared is not None:
                 await router.shared.close()
+            await state.responses.close()
+            if sdk_client is not None:
+                await sdk_client.close()
             await client.close()
             if router.host_slots is not None:
                 router.host_slots.close()
@@ -139,15 +163,17 @@ def create_app(
 
     # The data plane skips FastAPI's stack (gateway.dataplane); the same handlers stay mounted
     # as plain routes, so the router answers other methods on these paths with 405.
-    for path, endpoint, field, _ in PROXY_ENDPOINTS:
-        handler = proxy_endpoint(endpoint, field)
-        app.data_plane[path] = handler
-        app.router.routes.append(Route(path, handler, methods=["POST"], name=endpoint))
+    for endpoint in ENDPOINTS:
+        handler = proxy_endpoint(endpoint)
+        for path in endpoint.paths:
+            app.data_plane[path] = handler
+            app.router.routes.append(Route(path, handler, methods=["POST"], name=f"{endpoint.name}:{path}"))
     _document_proxy_endpoints(app)
+    add_responses_routes(app)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, tags=["openai"])
     async def list_models(request: Request, state: StateDep) -> ModelList:
-        principal = state.keys.authenticate(request.headers.get("authorization"))
+        principal = state.keys.authenticate(credential(request, MESSAGES))
         cards = [
             ModelCard(
                 id=name,
@@ -165,6 +191,20 @@ def create_app(
                 owner = route.group.deployments[0].provider
                 cards.append(ModelCard(id=name, created=state.started_at, owned_by=owner))
         return ModelList(data=cards)
+
+    @app.get("/v1/models/{model:path}", response_model=ModelCard, response_model_exclude_none=True, tags=["openai"])
+    async def retrieve_model(model: str, request: Request, state: StateDep) -> ModelCard:
+        principal = state.keys.authenticate(request.headers.get("authorization"))
+        route = state.router.resolve(model)
+        if route is None or not principal.may_use(route.group.name, model):
+            raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
+        group = route.group
+        return ModelCard(
+            id=model,
+            created=state.started_at,
+            owned_by=group.deployments[0].provider,
+            max_model_len=group.context_tokens() if route.wildcard_match is None else None,
+        )
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
@@ -197,28 +237,56 @@ def _document_proxy_endpoints(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build_default()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for path, endpoint, _, model in PROXY_ENDPOINTS:
+            for endpoint in ENDPOINTS:
+                model = _REQUEST_SCHEMAS[endpoint.name]
+                media = "multipart/form-data" if endpoint.multipart else "application/json"
                 operation = {
-                    "tags": ["openai"],
-                    "summary": f"Create {endpoint.replace('/', ' ').replace('_', ' ')}",
-                    "operationId": endpoint.replace("/", "_"),
+                    "tags": ["anthropic" if endpoint.envelope == "anthropic" else "openai"],
+                    "summary": endpoint.summary,
+                    "operationId": endpoint.name.replace("/", "_"),
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _schema(model, components)}},
+                        "content": {media: {"schema": _schema(model, components)}},
                     },
                     "responses": {
-                        "200": {"description": "The deployment's answer; SSE when `stream` is true"},
+                        "200": {
+                            "description": "The deployment's answer; SSE when `stream` is true"
+                            if endpoint.streams
+                            else "The deployment's answer"
+                        },
                         "default": {
-                            "description": "OpenAI error envelope",
+                            "description": "Anthropic's error envelope"
+                            if endpoint.envelope == "anthropic"
+                            else "OpenAI error envelope",
                             "content": {"application/json": {"schema": _schema(ErrorEnvelope, components)}},
                         },
                     },
                 }
-                schema["paths"][path] = {"post": operation}
+                for path in endpoint.paths:
+                    schema["paths"][path] = {"post": {**operation, "operationId": _operation_id(path)}}
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_REQUEST_SCHEMAS: dict[str, type[BaseModel]] = {
+    "chat/completions": ChatCompletionRequest,
+    "completions": CompletionRequest,
+    "embeddings": EmbeddingRequest,
+    "responses": ResponsesRequest,
+    "messages": AnthropicMessagesRequest,
+    "messages/count_tokens": AnthropicCountTokensRequest,
+    "audio/transcriptions": AudioRequest,
+    "audio/translations": AudioRequest,
+    "audio/speech": SpeechRequest,
+    "rerank": RerankRequest,
+    "score": ScoreRequest,
+}
+
+
+def _operation_id(path: str) -> str:
+    return path.strip("/").replace("/", "_")
 
 
 def _add_error_handlers(app: FastAPI, metrics: Metrics) -> Callable[[Request, GatewayError], Response]:
@@ -228,10 +296,14 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> Callable[[Request, Ga
             accounting.finish(error.status_code, error.message)
         elif request.url.path.startswith("/v1/"):
             group = getattr(request.state, "model_group", UNKNOWN_GROUP)
-            metrics.requests.labels(group, NO_DEPLOYMENT, status_class(error.status_code)).inc()
+            endpoint = getattr(request.state, "endpoint", "other")
+            metrics.requests.labels(group, endpoint, NO_DEPLOYMENT, status_class(error.status_code)).inc()
         if error.status_code == 429:
             metrics.rate_limited.labels(error.code or "rate_limit_exceeded").inc()
-        return error_response(error, getattr(request.state, "request_id", None))
+        request_id = getattr(request.state, "request_id", None)
+        if request.url.path.startswith(MESSAGES.paths[0]):
+            return anthropic_error_response(error, request_id)
+        return error_response(error, request_id)
 
     install_error_handlers(app, respond, log)
     return respond

@@ -61,10 +61,11 @@ class BodyInspector:
     def __init__(self) -> None:
         self._parser = simdjson.Parser()
 
-    def inspect(self, raw: bytes, field: str) -> RequestFacts:
-        """Validate ``model``, the endpoint's main ``field`` and ``stream``, and look for images."""
+    def inspect(self, raw: bytes, field: str | None, required: tuple[str, ...] = ()) -> RequestFacts:
+        """Validate ``model``, the endpoint's main ``field``, the ``required`` ones and ``stream``,
+        and look for images."""
         if len(raw) > SCAN_ABOVE_BYTES:
-            scanned = scan_facts(raw, field)
+            scanned = scan_facts(raw, field, required)
             if scanned is not None:
                 return scanned
         parser = self._parser if len(raw) <= _REUSE_PARSER_UP_TO else simdjson.Parser()
@@ -73,7 +74,7 @@ class BodyInspector:
         except _ParserBusy:
             # A document of the shared parser is still referenced (an error being reported).
             body = _parse(simdjson.Parser(), raw)
-        return _facts(body, field)
+        return _facts(body, field, required)
 
 
 class _ParserBusy(Exception):
@@ -92,27 +93,35 @@ def _parse(parser: simdjson.Parser, raw: bytes) -> object:
         raise _ParserBusy from None
 
 
-def _facts(body: object, field: str) -> RequestFacts:
+def _facts(body: object, field: str | None, required: tuple[str, ...] = ()) -> RequestFacts:
     if not isinstance(body, simdjson.Object):
         raise InvalidRequest("request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    value = body.get(field)
-    if value is None or (isinstance(value, simdjson.Array | str) and not len(value)):
+    value = body.get(field) if field is not None else None
+    if field is not None and (value is None or (isinstance(value, simdjson.Array | str) and not len(value))):
         raise InvalidRequest(f"'{field}' is required and must not be empty", param=field)
     if field == "messages" and not isinstance(value, simdjson.Array):
         raise InvalidRequest("'messages' must be a list of message objects", param="messages")
+    for name in required:
+        if body.get(name) is None:
+            raise InvalidRequest(f"'{name}' is required", param=name)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
-    images = field == "messages" and isinstance(value, simdjson.Array) and _has_images(value)
+    images = field in _ITEM_FIELDS and isinstance(value, simdjson.Array) and _has_images(value)
     return RequestFacts(model, stream, images)
+
+
+_ITEM_FIELDS = frozenset({"messages", "input"})  # chat and Anthropic messages, Responses input items
 
 
 def _has_images(messages: simdjson.Array) -> bool:
     for message in messages:
         content = message.get("content") if isinstance(message, simdjson.Object) else None
+        if isinstance(message, simdjson.Object) and message.get("type") in _IMAGE_PART_TYPES:
+            return True
         if isinstance(content, simdjson.Array):
             for part in content:
                 if isinstance(part, simdjson.Object) and part.get("type") in _IMAGE_PART_TYPES:
@@ -120,18 +129,19 @@ def _has_images(messages: simdjson.Array) -> bool:
     return False
 
 
-def scan_facts(raw: bytes, field: str) -> RequestFacts | None:
+def scan_facts(raw: bytes, field: str | None, required: tuple[str, ...] = ()) -> RequestFacts | None:
     """``model``, ``stream`` and images of a large body from one scan of its bytes, without
     parsing megabytes of base64; None when the scan cannot be sure (the caller then parses).
 
     Such a body is not validated here: the deployment parses it anyway and its 400 is passed on.
     Keys are found as in ``replace_model``; an image part is any image type token.
     """
-    found = _key_values(raw, (_MODEL_KEY, _STREAM_KEY, b'"' + field.encode() + b'"'), _IMAGE_TOKENS)
+    names = ((field,) if field is not None else ()) + required
+    found = _key_values(raw, (_MODEL_KEY, _STREAM_KEY, *(b'"' + n.encode() + b'"' for n in names)), _IMAGE_TOKENS)
     if found is None:
         return None
-    (models, streams, fields), saw_image = found
-    if len(models) != 1 or len(streams) > 1 or not fields:
+    (models, streams, *fields), saw_image = found
+    if len(models) != 1 or len(streams) > 1 or not all(fields):
         return None
     string = _json_string_at(raw, models[0])
     if string is None or not string[0]:
@@ -143,7 +153,7 @@ def scan_facts(raw: bytes, field: str) -> RequestFacts | None:
             stream = True
         elif not raw.startswith(b"false", streams[0]):
             return None
-    return RequestFacts(model, stream, field == "messages" and saw_image, (models[0], end))
+    return RequestFacts(model, stream, field in _ITEM_FIELDS and saw_image, (models[0], end))
 
 
 def _key_values(raw: bytes, keys: tuple[bytes, ...], tokens: tuple[bytes, ...]) -> tuple[list[list[int]], bool] | None:

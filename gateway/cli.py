@@ -13,9 +13,25 @@ from typing import Any
 
 from common.env import read_env
 from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
+from gateway.deployment import Deployment
 from gateway.deployments import build_deployments
+from gateway.endpoints import BY_NAME, ENDPOINTS
 from gateway.sdk import check_providers
 from gateway.settings import Settings
+
+
+def endpoint_table(groups: Mapping[str, list[Deployment]]) -> list[str]:
+    """How each group serves each endpoint: passed through (native), translated to chat
+    completions (bridge), through the litellm SDK (sdk), or refused with a 400 (-)."""
+    names = [endpoint.name for endpoint in ENDPOINTS]
+    lines = ["endpoints (native: passed through; bridge: translated to chat; sdk: litellm SDK; -: refused)"]
+    for name in names:
+        cells = []
+        for group, deployments in groups.items():
+            ways = sorted({w for d in deployments if (w := d.serving(BY_NAME[name])) is not None})
+            cells.append(f"{group}={'+'.join(ways) or '-'}")
+        lines.append(f"  {name:<22} {'  '.join(cells)}")
+    return lines
 
 
 def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
@@ -36,6 +52,8 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
                 f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6} {path:<11}"
                 f" {d.api_base} timeout={d.timeout:g}s {' '.join(limits)}".rstrip()
             )
+    lines.append("")
+    lines.extend(endpoint_table(groups))
     rs = config.router_settings
     lines.append("")
     lines.append(

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.endpoints import FAMILIES
 from gateway.providers import PASSTHROUGH_PROVIDERS
 
 ENV_REFERENCE = "os.environ/"
@@ -56,6 +57,17 @@ class ModelInfo(_Lenient):
     max_input_tokens: int | None = Field(default=None, gt=0)  # the context length, shown by /v1/models
     per_pod: bool = False  # api_base's host is a headless Service: each address is its own deployment
     allowed_media_domains: list[str] | None = None  # media URLs it may be sent (gateway.media); ["*"]: any
+    # The endpoint families its own API serves beyond chat, completions and embeddings (gateway.endpoints);
+    # None: the provider's default. Families it does not serve are bridged to chat or refused.
+    native_endpoints: list[str] | None = None
+
+    @field_validator("native_endpoints")
+    @classmethod
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown endpoint families {unknown}; use some of {sorted(FAMILIES)}")
+        return value
 
 
 class ModelEntry(_Lenient):
@@ -122,6 +134,11 @@ class GatewaySettings(_Strict):
     retry_backoff: float = Field(default=0.05, ge=0)
     dns_refresh_seconds: float = Field(default=10.0, gt=0)
     ready_requires: list[str] | None = None  # groups /ready needs; default: none (the process can serve)
+    max_audio_bytes: int = Field(default=100 * 1024 * 1024, gt=0)  # an audio upload (413 past it)
+    # Responses the gateway answers by bridging to chat, kept for previous_response_id and GET
+    # (in memory, or in Redis when router_settings.redis_* is set).
+    responses_ttl_seconds: float = Field(default=3600.0, gt=0)
+    responses_store_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # the in-memory store's cap
 
 
 class ProxyConfig(_Lenient):

@@ -1,6 +1,6 @@
 """The data plane: its handler (auth, body checks, routing, forwarding) and its own ASGI entry.
-``POST /v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` are dispatched before
-FastAPI's stack (server-error, telemetry, body-limit,
+Every ``POST`` endpoint of gateway.endpoints (chat, Responses, Messages, audio, rerank, ...) is
+dispatched before FastAPI's stack (server-error, telemetry, body-limit,
 exception, routing and exit-stack layers cost more than the rest of a small request). Every
 other route, and the lifespan, go through FastAPI as usual. What the skipped layers did for
 these routes is done here: the request id, the error envelope, and a logged 500 for the
@@ -14,16 +14,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import Accounting
+from gateway.audio import Upload, read_upload
 from gateway.bodies import read_body
+from gateway.bridges.messages import MessagesBridge
+from gateway.endpoints import MESSAGES, RESPONSES, SCORE, Endpoint
 from gateway.errors import ClientClosedRequest, GatewayError, InvalidRequest, ModelNotFound
 from gateway.forwarding import Call
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.replies import Reply, StreamReply, unless_client_leaves
 from gateway.request_ids import request_id_of
 from gateway.state import GatewayState
@@ -72,40 +73,91 @@ class GatewayApp(FastAPI):
         await reply(scope, receive, send)
 
 
-PROXY_ENDPOINTS: list[tuple[str, str, str, type[BaseModel]]] = [
-    ("/v1/chat/completions", "chat/completions", "messages", ChatCompletionRequest),
-    ("/v1/completions", "completions", "prompt", CompletionRequest),
-    ("/v1/embeddings", "embeddings", "input", EmbeddingRequest),
-]
-
-
-def proxy_endpoint(endpoint: str, field: str) -> Callable[[Request], Awaitable[Reply | StreamReply]]:
+def proxy_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Reply | StreamReply]]:
     async def handle(request: Request) -> Reply | StreamReply:
-        return await proxy(request, request.state.gateway, endpoint, field)
+        return await proxy(request, request.state.gateway, endpoint)
 
     return handle
 
 
-async def proxy(request: Request, state: GatewayState, endpoint: str, field: str) -> Reply | StreamReply:
+def credential(request: Request, endpoint: Endpoint) -> str | None:
+    """The caller's key: ``Authorization: Bearer``, or Anthropic's ``x-api-key`` on its API."""
+    authorization = request.headers.get("authorization")
+    if authorization is None and endpoint.envelope == "anthropic":
+        api_key = request.headers.get("x-api-key")
+        return f"Bearer {api_key}" if api_key else None
+    return authorization
+
+
+def _anthropic_head(request: Request) -> bytes:
+    """The client's ``anthropic-beta`` header, passed on to deployments that speak Anthropic's API."""
+    beta = request.headers.get("anthropic-beta")
+    if beta is None or any(c in beta for c in "\r\n") or len(beta) > 1024:
+        return b""
+    return b"anthropic-beta: " + beta.encode("latin-1", "replace") + b"\r\n"
+
+
+async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Reply | StreamReply:
     request_id: str = request.state.request_id
-    principal = state.keys.authenticate(request.headers.get("authorization"))
-    raw = await read_body(request, state.config.gateway_settings.max_body_bytes)
-    facts = state.inspector.inspect(raw, field)
-    model, stream = facts.model, facts.stream
-    if stream and endpoint == "embeddings":
-        raise InvalidRequest("embeddings cannot be streamed", param="stream")
-    route = state.router.resolve(model)
-    if route is None:
-        raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
-    request.state.model_group = route.group.name
-    principal.check_model(route.group.name, model)
-    shared = state.router.shared
-    caller = principal.limits if shared is not None and shared.available else None
-    if caller is None:
-        principal.check_rate()
-    accounting = Accounting(state.metrics, request_id, route.group.name, stream, access_log=state.access_log)
-    request.state.accounting = accounting
-    call = Call(
-        endpoint, raw, model, stream, facts.has_images, request_id, accounting, caller, model_span=facts.model_span
-    )
-    return await unless_client_leaves(request.receive, state.forwarder.forward(call, route))
+    request.state.endpoint = endpoint.name
+    principal = state.keys.authenticate(credential(request, endpoint))
+    settings = state.config.gateway_settings
+    upload: Upload | None = None
+    if endpoint.multipart:
+        upload = await read_upload(request, settings.max_audio_bytes)
+        raw, model, stream, has_images, span = b"", upload.model, upload.stream, False, None
+    else:
+        raw = await read_body(request, settings.max_body_bytes)
+        facts = state.inspector.inspect(raw, endpoint.field, endpoint.required)
+        model, stream, has_images, span = facts.model, facts.stream, facts.has_images, facts.model_span
+    try:
+        if stream and not endpoint.streams:
+            raise InvalidRequest(f"{endpoint.name} cannot be streamed", param="stream")
+        route = state.router.resolve(model)
+        if route is None:
+            raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
+        request.state.model_group = route.group.name
+        principal.check_model(route.group.name, model)
+        if {d.serving(endpoint) for d in route.group.deployments} == {None}:
+            providers = ", ".join(sorted({f"{d.provider}/" for d in route.group.deployments}))
+            raise InvalidRequest(
+                f"model '{route.group.name}' ({providers}) does not serve {endpoint.paths[0]}",
+                param="model",
+                code="unsupported_endpoint",
+            )
+        shared = state.router.shared
+        caller = principal.limits if shared is not None and shared.available else None
+        if caller is None:
+            principal.check_rate()
+        accounting = Accounting(
+            state.metrics, request_id, route.group.name, stream, access_log=state.access_log, endpoint=endpoint.name
+        )
+        request.state.accounting = accounting
+        call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
+        # How the group and its fallbacks serve the endpoint (gateway.deployment.Serving).
+        ways = {d.serving(endpoint) for r in state.router.plan(route, has_images) for d in r.group.deployments}
+        if None in ways:
+            call.where = lambda d: d.serving(endpoint) is not None
+        if upload is not None:
+            call.encoder, call.content_type = upload.encoded_for, upload.content_type
+        if endpoint.envelope == "anthropic":
+            call.extra_head = _anthropic_head(request)
+        if endpoint is SCORE:
+            _check_pairs(call.parsed())
+        if endpoint is RESPONSES:
+            await state.responses.prepare(call, route, "bridge" in ways)
+        elif endpoint is MESSAGES and "bridge" in ways:
+            call.translation = MessagesBridge(call.parsed(), model)
+        return await unless_client_leaves(request.receive, state.forwarder.forward(call, route))
+    finally:
+        if upload is not None:
+            await upload.close()
+
+
+_PAIRS = (("text_1", "text_2"), ("data_1", "data_2"), ("queries", "documents"), ("queries", "items"))
+
+
+def _check_pairs(body: dict[str, Any]) -> None:
+    """A score request names two sides: text_1/text_2 (or data_1/data_2, queries/documents)."""
+    if not any(body.get(a) not in (None, "", []) and body.get(b) not in (None, "", []) for a, b in _PAIRS):
+        raise InvalidRequest("'text_1' and 'text_2' (or 'queries' and 'documents') are required", param="text_1")

@@ -5,11 +5,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from gateway.endpoints import BASE_FAMILIES, Endpoint
 from gateway.ratelimit import TokenBucket
 
 _FAIL_WINDOW_S = 60.0
+# native: relayed to the deployment's own API; bridge: translated to chat completions and back;
+# sdk: through the litellm SDK.
+Serving = Literal["native", "bridge", "sdk"]
+SDK_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
+BRIDGED_ENDPOINTS = frozenset({"responses", "messages"})
 _LATENCY_SMOOTHING = 0.2
 
 
@@ -35,12 +41,24 @@ class Deployment:
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     media_domains: frozenset[str] | None = frozenset()  # domains of media URLs it may be sent; None: any
+    native: frozenset[str] = BASE_FAMILIES  # endpoint families its own API serves (gateway.endpoints)
+    path_prefix: str = ""  # between api_base and an endpoint's name ("v1/" for Anthropic's API)
     in_flight: int = 0
     cooldown_until: float = 0.0
     latency_s: float | None = None
     last_error: str | None = None  # the kind of the last failure, for /health/groups
     probe_failure: str | None = None  # why the last health probe failed; None when it answered
     _fails: deque[float] = field(default_factory=deque)
+
+    def serving(self, endpoint: Endpoint) -> Serving | None:
+        """How this deployment serves ``endpoint``; None when it cannot."""
+        if endpoint.family in self.native:
+            return "native"
+        if self.sdk and endpoint.name in SDK_ENDPOINTS:
+            return "sdk"
+        if endpoint.name in BRIDGED_ENDPOINTS and (self.sdk or "chat" in self.native):
+            return "bridge"
+        return None
 
     def is_cooling(self, now: float) -> bool:
         """Whether the deployment is out of rotation after too many failures."""

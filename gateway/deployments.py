@@ -6,8 +6,15 @@ from collections.abc import Mapping
 
 from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
+from gateway.endpoints import BASE_FAMILIES
 from gateway.media import default_media_domains
-from gateway.providers import PASSTHROUGH_PROVIDERS, resolve_api_base, resolve_api_key, split_model
+from gateway.providers import (
+    NATIVE_SDK_PROVIDERS,
+    PASSTHROUGH_PROVIDERS,
+    resolve_api_base,
+    resolve_api_key,
+    split_model,
+)
 from gateway.ratelimit import TokenBucket
 from gateway.upstream import check_deployment
 
@@ -26,11 +33,21 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
     params = entry.litellm_params
     provider_name, upstream_model = split_model(params.model)
     provider = PASSTHROUGH_PROVIDERS.get(provider_name)
+    sdk = provider is None
+    native: frozenset[str] = frozenset()
+    path_prefix = ""
     if provider is None:
-        # Any other LiteLLM provider goes through the litellm SDK, which knows its API.
+        # Any other LiteLLM provider goes through the litellm SDK, which knows its API; a few
+        # serve some endpoints through their own API as well (Anthropic's Messages).
         api_base: str | None = params.api_base.rstrip("/") if params.api_base else ""
         api_key = params.api_key
+        own = NATIVE_SDK_PROVIDERS.get(provider_name)
+        if own is not None:
+            api_base = resolve_api_base(own, params.api_base, env)
+            api_key = resolve_api_key(own, params.api_key, env)
+            native, path_prefix = own.native, own.path_prefix
     else:
+        native = provider.native
         api_base = resolve_api_base(provider, params.api_base, env)
         if api_base is None:
             raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
@@ -50,15 +67,25 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
         context_tokens=entry.model_info.max_input_tokens,
         per_pod=entry.model_info.per_pod,
-        sdk=provider is None,
-        sdk_params=dict(params.model_extra or {}) if provider is None else {},
+        sdk=sdk,
+        sdk_params=dict(params.model_extra or {}) if sdk else {},
         rpm=TokenBucket(params.rpm) if params.rpm else None,
         extra_headers=dict(params.extra_headers),
-        media_domains=default_media_domains(provider_name, provider is None, entry.model_info.allowed_media_domains),
+        media_domains=default_media_domains(provider_name, sdk, entry.model_info.allowed_media_domains),
+        native=_native(native, sdk, entry.model_info.native_endpoints),
+        path_prefix=path_prefix,
     )
-    if not deployment.sdk:
+    if deployment.native:
         try:
             check_deployment(deployment)
         except ValueError as exc:
             raise ConfigError(f"model_list '{entry.model_name}': {exc}") from None
     return deployment
+
+
+def _native(default: frozenset[str], sdk: bool, configured: list[str] | None) -> frozenset[str]:
+    """The endpoint families a deployment's own API serves: ``model_info.native_endpoints`` (plus
+    chat, completions and embeddings for OpenAI-compatible ones), else the provider's default."""
+    if configured is None:
+        return default
+    return frozenset(configured) | (frozenset() if sdk else BASE_FAMILIES)

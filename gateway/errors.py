@@ -12,6 +12,7 @@ GatewayError (= common.errors.ApiError)
 from __future__ import annotations
 
 import orjson
+from starlette.responses import Response
 
 from common import errors as shared
 from common.errors import (
@@ -63,6 +64,58 @@ def sse_error_event(error: ApiError) -> bytes:
     return b"data: " + orjson.dumps(error.envelope()) + b"\n\ndata: [DONE]\n\n"
 
 
+def responses_error_event(error: ApiError) -> bytes:
+    """The Responses API's ``error`` event; its ``error`` member makes the OpenAI SDK raise."""
+    body = {"type": "error", "code": error.code, "message": error.message, "param": error.param}
+    body.update(error.envelope())
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+# Anthropic's error types and statuses (its API answers 529 when overloaded, never 502 or 503).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_STATUS = {502: 500, 503: 529}
+
+
+def anthropic_status(status_code: int) -> int:
+    """The status Anthropic's API would answer for ours."""
+    return _ANTHROPIC_STATUS.get(status_code, status_code)
+
+
+def anthropic_envelope(error: ApiError) -> dict[str, object]:
+    """``{"type": "error", "error": {"type", "message"}}``, as Anthropic's API and SDK have it."""
+    status = anthropic_status(error.status_code)
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def anthropic_error_event(error: ApiError) -> bytes:
+    """The ``error`` event that ends an Anthropic stream which failed after its first byte."""
+    return b"event: error\ndata: " + orjson.dumps(anthropic_envelope(error)) + b"\n\n"
+
+
+def anthropic_error_response(error: ApiError, request_id: str | None = None) -> Response:
+    """``error`` in Anthropic's envelope and status."""
+    headers = error.headers()
+    if request_id:
+        headers["X-Request-ID"] = request_id
+        headers["request-id"] = request_id
+    return Response(
+        orjson.dumps(anthropic_envelope(error)),
+        status_code=anthropic_status(error.status_code),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
 def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
     """Keep the client-facing parts of an upstream 4xx error and drop everything else."""
     message, param, code = f"the model deployment rejected the request (HTTP {status_code})", None, None
@@ -94,8 +147,13 @@ __all__ = [
     "UpstreamFailed",
     "UpstreamRejected",
     "UpstreamTimeout",
+    "anthropic_envelope",
+    "anthropic_error_event",
+    "anthropic_error_response",
+    "anthropic_status",
     "error_response",
     "install_error_handlers",
     "rejected_from_upstream",
+    "responses_error_event",
     "sse_error_event",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -20,25 +20,66 @@ from gateway.accounting import Accounting
 from gateway.bodies import replace_model
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
-from gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout, sse_error_event
+from gateway.endpoints import CHAT, Endpoint
+from gateway.errors import (
+    GatewayError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    anthropic_error_event,
+    responses_error_event,
+    sse_error_event,
+)
 from gateway.http1 import Response as UpstreamResponse
 from gateway.limits.shared import RENEW_EVERY_S, KeyLimits
 from gateway.media import check_media, remote_media_hosts
 from gateway.metrics import Metrics
-from gateway.replies import EVENT_STREAM, Reply, StreamReply
+from gateway.replies import EVENT_STREAM, JSON, Reply, StreamReply
 from gateway.routing import Route, Router
 from gateway.streaming import EventRelay, EventTooLarge, model_replacements
-from gateway.upstream import TRANSPORT_ERRORS, AttemptFailed, UpstreamClient, status_failure, transport_failure
+from gateway.upstream import (
+    JSON_TYPE,
+    TRANSPORT_ERRORS,
+    AttemptFailed,
+    UpstreamClient,
+    status_failure,
+    transport_failure,
+)
 
 log = logging.getLogger("gateway.forwarding")
 _MAX_RETRY_AFTER_S = 10.0
+
+
+class Translation(Protocol):
+    """A request in one API answered by a deployment's chat completions (gateway.bridges)."""
+
+    def chat_body(self, upstream_model: str) -> dict[str, Any]:
+        """The chat completions request for ``upstream_model``."""
+
+    def answer(self, chat: dict[str, Any]) -> bytes:
+        """A whole chat completion as the client's API answer."""
+
+    def stream(self) -> StreamTranslation:
+        """A translator for one streamed attempt."""
+
+
+class StreamTranslation(Protocol):
+    """Chat completion chunks in, the client's API events out."""
+
+    def feed(self, events: bytes) -> bytes:
+        """Complete chat SSE events in, the client's events out."""
+
+    def finish(self) -> bytes:
+        """The events that end the client's stream, once the chat stream ended well."""
+
+    def error(self, error: GatewayError) -> bytes:
+        """The event that ends the client's stream after a failure."""
 
 
 @dataclass
 class Call:
     """One client request on its way to a deployment."""
 
-    endpoint: str
+    endpoint: Endpoint
     raw: bytes
     requested_model: str
     stream: bool
@@ -48,8 +89,17 @@ class Call:
     key_limits: KeyLimits | None = None  # the key's shared limits (Redis), when it has any
     key_counted: bool = False  # an attempt was admitted: the key is counted once per request
     model_span: tuple[int, int] | None = None  # where the model's JSON string is in ``raw``, when known
+    # Only these deployments may serve it (the endpoint's, or the one a response id names).
+    where: Callable[[Deployment], bool] | None = None
+    translation: Translation | None = None  # for deployments that bridge the endpoint to chat
+    encoder: Callable[[str], list[bytes | memoryview]] | None = None  # bodies that are not JSON (multipart)
+    content_type: bytes = JSON_TYPE
+    extra_head: bytes = b""  # header lines of the client's passed on (anthropic-version, ...)
+    rename_id: Callable[[Deployment, str], str] | None = None  # response ids the client sees (Responses)
+    previous_id: tuple[str, str] | None = None  # (the deployment's, the client's) id of the turn it continues
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
     _media_hosts: list[str] | None = None
+    _parsed: dict[str, Any] | None = None
 
     def check_media(self, deployment: Deployment) -> None:
         """400 when the request names a media URL ``deployment`` may not be sent (gateway.media)."""
@@ -61,14 +111,23 @@ class Call:
 
     def parsed(self) -> dict[str, Any]:
         """The client's body as a mapping (the SDK path needs it; the fast path never parses it whole)."""
-        body: dict[str, Any] = orjson.loads(self.raw)
-        return body
+        if self._parsed is None:
+            self._parsed = orjson.loads(self.raw)
+        return dict(self._parsed)
+
+    def reset_parsed(self) -> None:
+        """Forget what was derived from ``raw`` (it was just replaced)."""
+        self._parsed = None
+        self._encoded.clear()
+        self._media_hosts = None
 
     def encoded_for(self, upstream_model: str) -> list[bytes | memoryview]:
         """The client's body with ``model`` rewritten, built once per upstream name."""
         data = self._encoded.get(upstream_model)
         if data is None:
-            if self.model_span is not None:  # the scan saw exactly one "model" key
+            if self.encoder is not None:
+                data = self.encoder(upstream_model)
+            elif self.model_span is not None:  # the scan saw exactly one "model" key
                 view, (start, end) = memoryview(self.raw), self.model_span
                 data = [view[:start], orjson.dumps(upstream_model), view[end:]]
             else:
@@ -103,7 +162,7 @@ class Forwarder:
 
     async def forward(self, call: Call, route: Route) -> Reply | StreamReply:
         """The deployment's response, or raise the last error once every route failed."""
-        routes = self._router.plan(route, call.has_images)
+        routes = self._router.plan(route, call.has_images, call.where)
         last: GatewayError | None = None
         for index, candidate in enumerate(routes):
             if index:
@@ -132,7 +191,7 @@ class Forwarder:
             try:
                 caller = None if call.key_counted else call.key_limits
                 deployment = await self._router.acquire(
-                    group, tried, self._settings.queue_timeout, caller, lease, call.accounting.add_wait
+                    group, tried, self._settings.queue_timeout, caller, lease, call.accounting.add_wait, call.where
                 )
             except GatewayError:
                 if last is not None:
@@ -154,6 +213,25 @@ class Forwarder:
                     await self._backoff(call, attempt, failure.error.retry_after)
         assert last is not None
         raise last.error
+
+    async def fetch(self, deployment: Deployment, method: bytes, path: str, request_id: str) -> tuple[int, bytes]:
+        """One request without a body to ``path`` of ``deployment`` (a stored response): its
+        status and body; failures raise as the data plane's do, 4xx answers are returned."""
+        try:
+            response = await self._client.post(deployment, path, (), False, request_id, method=method)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_failure(deployment, exc).error from None
+        except AttemptFailed as failure:
+            raise failure.error from None
+        try:
+            data = await response.read(self._client.max_answer_bytes)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_failure(deployment, exc).error from None
+        finally:
+            response.release()
+        if response.status >= 300 and response.status not in (400, 404, 405, 422):
+            raise status_failure(deployment, response.status, data, None).error
+        return response.status, data
 
     def _note_failure(self, deployment: Deployment, error: GatewayError) -> None:
         deployment.last_error = error.code or type(error).__name__
@@ -177,20 +255,39 @@ class Forwarder:
 
     async def _attempt(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
         """One try; releases the deployment unless a stream now owns it."""
+        serving = deployment.serving(call.endpoint)
         try:
             call.check_media(deployment)
-        except GatewayError:
+            if serving is None:  # the router only offers deployments that serve the endpoint
+                raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' cannot serve this endpoint"), True)
+        except BaseException:
             self._router.release(deployment, lease)
             raise
-        if deployment.sdk:
-            return await self._attempt_sdk(call, route, deployment, lease)
         upstream_model = deployment.model_for(route.wildcard_match)
-        body = call.encoded_for(upstream_model)
+        translation = call.translation if serving == "bridge" else None
+        if deployment.sdk and serving != "native":
+            return await self._attempt_sdk(call, deployment, lease, upstream_model, translation)
+        if translation is not None:
+            endpoint = CHAT
+            body: list[bytes | memoryview] = [orjson.dumps(translation.chat_body(upstream_model))]
+            content_type, extra_head = JSON_TYPE, b""
+        else:
+            endpoint, body = call.endpoint, call.encoded_for(upstream_model)
+            content_type, extra_head = call.content_type, call.extra_head
         accounting = call.accounting
         sent = accounting.now()
         handed_off = False
+        streamed = call.stream or (endpoint.relayed and translation is None)
         try:
-            response = await self._client.post(deployment, call.endpoint, body, call.stream, call.request_id)
+            response = await self._client.post(
+                deployment,
+                endpoint.name,
+                body,
+                streamed,
+                call.request_id,
+                content_type=content_type,
+                extra_head=extra_head,
+            )
         except TRANSPORT_ERRORS as exc:
             accounting.waited_s += accounting.now() - sent
             self._router.release(deployment, lease)
@@ -199,25 +296,44 @@ class Forwarder:
             self._router.release(deployment, lease)
             raise
         try:
-            if response.status != 200 or not call.stream:
+            if response.status != 200 or not streamed:
                 data = await response.read(self._client.max_answer_bytes)
                 accounting.waited_s += accounting.now() - sent
                 if response.status != 200:
                     raise status_failure(deployment, response.status, data, response.header("Retry-After"))
                 deployment.record_latency(accounting.now() - sent)
-                return self._complete(call, upstream_model, data, deployment)
+                if call.endpoint.answer == "bytes" and translation is None:
+                    call.accounting.finish(200)
+                    media_type = response.header("Content-Type")
+                    return Reply(data, call.request_id, media_type.encode("latin-1") if media_type else JSON)
+                return self._complete(call, upstream_model, data, deployment, translation)
             first = await response.readany()
             if not first:
                 raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
             accounting.first_byte()
             deployment.record_latency(accounting.now() - sent)
             handed_off = True
-            relay = EventRelay(model_replacements(upstream_model, call.requested_model))
             media_type = response.header("Content-Type")
+            if not call.stream:  # audio: relayed as it arrives
+                return StreamReply(
+                    self._relay_bytes(call, deployment, lease, response, first, sent),
+                    call.request_id,
+                    media_type.encode("latin-1") if media_type else b"application/octet-stream",
+                )
+            rename = call.rename_id
+            replacements = model_replacements(upstream_model, call.requested_model)
+            if call.previous_id is not None:
+                theirs, ours = call.previous_id
+                replacements.append((orjson.dumps(theirs), orjson.dumps(ours)))
+            relay = EventRelay(
+                replacements,
+                ends=endpoint.stream_end,
+                rename_id=(lambda upstream_id: rename(deployment, upstream_id)) if rename is not None else None,
+            )
             return StreamReply(
-                self._relay(call, deployment, lease, response, relay, first, sent),
+                self._relay(call, deployment, lease, response, relay, first, sent, translation),
                 call.request_id,
-                media_type.encode("latin-1") if media_type else EVENT_STREAM,
+                media_type.encode("latin-1") if media_type and translation is None else EVENT_STREAM,
             )
         except TRANSPORT_ERRORS as exc:
             accounting.waited_s += accounting.now() - sent
@@ -227,7 +343,9 @@ class Forwarder:
                 response.release()
                 self._router.release(deployment, lease)
 
-    def _complete(self, call: Call, upstream_model: str, data: bytes, deployment: Deployment) -> Reply:
+    def _complete(
+        self, call: Call, upstream_model: str, data: bytes, deployment: Deployment, translation: Translation | None
+    ) -> Reply:
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -236,9 +354,22 @@ class Forwarder:
             ) from None
         if isinstance(parsed, dict):
             self._count_tokens(call, parsed.get("usage"))
-            if parsed.get("model") == upstream_model:
-                parsed["model"] = call.requested_model
-                data = orjson.dumps(parsed)
+            if translation is not None:
+                data = translation.answer(parsed)
+            else:
+                renamed = False
+                if parsed.get("model") == upstream_model:
+                    parsed["model"] = call.requested_model
+                    renamed = True
+                if call.rename_id is not None and isinstance(parsed.get("id"), str):
+                    parsed["id"] = call.rename_id(deployment, parsed["id"])
+                    renamed = True
+                if call.previous_id is not None and parsed.get("previous_response_id") == call.previous_id[0]:
+                    parsed["previous_response_id"] = call.previous_id[1]
+                if renamed:
+                    data = orjson.dumps(parsed)
+        elif translation is not None:
+            raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' answered with an unexpected body"), True)
         call.accounting.finish(200)
         return Reply(data, call.request_id)
 
@@ -251,40 +382,57 @@ class Forwarder:
         relay: EventRelay,
         first: bytes,
         sent: float,
+        translation: Translation | None = None,
     ) -> AsyncIterator[bytes]:
         accounting = call.accounting
         status, note = 200, None
+        translator = translation.stream() if translation is not None else None
         try:
             out = relay.feed(first)
+            if translator is not None:
+                out = translator.feed(out)
             if out:
                 yield out
             renewed = accounting.now()
             while chunk := await response.readany():
                 out = relay.feed(chunk)
+                if translator is not None and out:
+                    out = translator.feed(out)
                 if out:
                     yield out
                 if accounting.now() - renewed > RENEW_EVERY_S:
                     renewed = accounting.now()
                     self._router.renew(deployment, lease)
             rest = relay.finish()
+            if translator is not None and rest:
+                rest = translator.feed(rest)
             if rest:
                 yield rest
             if not relay.done:
-                status, note = 502, "stream ended without [DONE]"
-                yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' ended the stream early"))
+                status, note = 502, "stream ended without its last event"
+                yield self._error_event(
+                    call, translator, UpstreamFailed(f"model '{deployment.group}' ended the stream early")
+                )
+            elif translator is not None:
+                yield translator.finish()
         except EventTooLarge as exc:
             status, note = 502, str(exc)
             log.warning(
                 "stream cut", extra={"request_id": call.request_id, "deployment": deployment.id, "reason": note}
             )
-            yield sse_error_event(UpstreamFailed(f"model '{deployment.group}' sent a malformed stream: {exc}"))
+            yield self._error_event(
+                call, translator, UpstreamFailed(f"model '{deployment.group}' sent a malformed stream: {exc}")
+            )
         except TRANSPORT_ERRORS as exc:
             status, note = 502, "stream broke mid-way"
             error: GatewayError = transport_failure(deployment, exc).error
             self._note_failure(deployment, error)
             if isinstance(error, UpstreamTimeout):
                 status = 504
-            yield sse_error_event(error)
+            yield self._error_event(call, translator, error)
+        except GatewayError as exc:  # the deployment reported a failure inside a bridged stream
+            status, note = exc.status_code, "the deployment failed mid-way"
+            yield self._error_event(call, translator, exc)
         except (asyncio.CancelledError, GeneratorExit):
             status, note = 499, "client disconnected"
             raise
@@ -295,29 +443,71 @@ class Forwarder:
             self._count_tokens(call, relay.usage)
             accounting.finish(status, note)
 
-    async def _attempt_sdk(self, call: Call, route: Route, deployment: Deployment, lease: str) -> Reply | StreamReply:
+    async def _relay_bytes(
+        self, call: Call, deployment: Deployment, lease: str, response: UpstreamResponse, first: bytes, sent: float
+    ) -> AsyncIterator[bytes]:
+        """An answer that is not a stream of events (audio), piece by piece; a break ends it short."""
+        accounting = call.accounting
+        status, note = 200, None
+        try:
+            yield first
+            while chunk := await response.readany():
+                yield chunk
+        except TRANSPORT_ERRORS as exc:
+            status, note = 502, "answer broke mid-way"
+            self._note_failure(deployment, transport_failure(deployment, exc).error)
+        except (asyncio.CancelledError, GeneratorExit):
+            status, note = 499, "client disconnected"
+            raise
+        finally:
+            accounting.waited_s += accounting.now() - sent
+            response.release()
+            self._router.release(deployment, lease)
+            accounting.finish(status, note)
+
+    @staticmethod
+    def _error_event(call: Call, translator: StreamTranslation | None, error: GatewayError) -> bytes:
+        """The event that ends the client's stream after a failure, in its API's shape."""
+        if translator is not None:
+            return translator.error(error)
+        return stream_error_event(call.endpoint, error)
+
+    async def _attempt_sdk(
+        self,
+        call: Call,
+        deployment: Deployment,
+        lease: str,
+        upstream_model: str,
+        translation: Translation | None,
+    ) -> Reply | StreamReply:
         """One try through the litellm SDK, with the fast path's accounting and release rules."""
         assert self._sdk is not None
         accounting = call.accounting
         sent = accounting.now()
         handed_off = False
-        body = call.parsed()
+        if translation is not None:
+            endpoint, body = CHAT.name, translation.chat_body(upstream_model)
+        else:
+            endpoint, body = call.endpoint.name, call.parsed()
         try:
-            answer = await self._sdk.call(deployment, call.endpoint, body, call.stream)
+            answer = await self._sdk.call(deployment, endpoint, body, call.stream)
             if not call.stream:
                 accounting.waited_s += accounting.now() - sent
                 deployment.record_latency(accounting.now() - sent)
                 data = sdk.shaped(answer, call.requested_model)
                 self._count_tokens(call, data.get("usage"))
                 accounting.finish(200)
-                return Reply(orjson.dumps(data), call.request_id)
+                encoded = translation.answer(data) if translation is not None else orjson.dumps(data)
+                return Reply(encoded, call.request_id)
             first = await self._sdk.first(answer, deployment)
             if first is None:
                 raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)
             accounting.first_byte()
             deployment.record_latency(accounting.now() - sent)
             handed_off = True
-            return StreamReply(self._relay_sdk(call, deployment, lease, answer, first, sent), call.request_id)
+            return StreamReply(
+                self._relay_sdk(call, deployment, lease, answer, first, sent, translation), call.request_id
+            )
         except AttemptFailed:
             accounting.waited_s += accounting.now() - sent
             raise
@@ -326,30 +516,43 @@ class Forwarder:
                 self._router.release(deployment, lease)
 
     async def _relay_sdk(
-        self, call: Call, deployment: Deployment, lease: str, stream: Any, first: Any, sent: float
+        self,
+        call: Call,
+        deployment: Deployment,
+        lease: str,
+        stream: Any,
+        first: Any,
+        sent: float,
+        translation: Translation | None = None,
     ) -> AsyncIterator[bytes]:
         accounting = call.accounting
         status, note = 200, None
         usage: dict[str, Any] | None = None
+        translator = translation.stream() if translation is not None else None
         try:
             renewed = accounting.now()
             async for event, reported in sdk.events(stream, first, call.requested_model):
                 if reported:
                     usage = reported
-                yield event
+                out = translator.feed(event) if translator is not None else event
+                if out:
+                    yield out
                 if accounting.now() - renewed > RENEW_EVERY_S:
                     renewed = accounting.now()
                     self._router.renew(deployment, lease)
-            yield b"data: [DONE]\n\n"
+            yield translator.finish() if translator is not None else b"data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             status, note = 499, "client disconnected"
             raise
+        except GatewayError as exc:  # the provider reported a failure inside a bridged stream
+            status, note = exc.status_code, "the deployment failed mid-way"
+            yield self._error_event(call, translator, exc)
         except Exception as exc:
             log.warning("stream failed mid-way: %s", sdk.summary(exc), extra={"request_id": call.request_id})
             error = sdk.failure(deployment, exc).error
             status, note = error.status_code, "stream broke mid-way"
             self._note_failure(deployment, error)
-            yield sse_error_event(error)
+            yield self._error_event(call, translator, error)
         finally:
             # A client that left, or a stream that broke, leaves the provider generating (and
             # billing) until its stream is closed.
@@ -367,3 +570,12 @@ class Forwarder:
         total = usage.get("total_tokens")
         if shared is not None and call.key_limits is not None and isinstance(total, int):
             shared.record_usage(call.key_limits, total)
+
+
+def stream_error_event(endpoint: Endpoint, error: GatewayError) -> bytes:
+    """The event that ends a relayed stream of ``endpoint`` after a failure."""
+    if endpoint.envelope == "anthropic":
+        return anthropic_error_event(error)
+    if endpoint.name == "responses":
+        return responses_error_event(error)
+    return sse_error_event(error)

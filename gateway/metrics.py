@@ -1,7 +1,8 @@
 """Every Prometheus metric the gateway exports, on one registry per app, prefixed ``gateway_``.
 
 Labels stay bounded: model groups and deployments come from the config (an unknown
-requested model is counted as ``unknown``), status is a class such as ``2xx``.
+requested model is counted as ``unknown``), endpoints from gateway.endpoints' table, status
+is a class such as ``2xx``.
 
 Under ``gateway serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the parent), every
 worker writes its values to that directory and a scrape of any worker reports the sum over
@@ -55,18 +56,22 @@ class _DeploymentCollector(Collector):
 
 
 class GroupMetrics:
-    """One model group's series, looked up once: finding a child by its labels costs more than
-    updating it, and every request updates seven."""
+    """One model group's series for one endpoint, looked up once: finding a child by its labels
+    costs more than updating it, and every request updates seven."""
 
-    def __init__(self, metrics: Metrics, group: str) -> None:
+    def __init__(self, metrics: Metrics, group: str, endpoint: str) -> None:
         self.in_flight = metrics.in_flight.labels(group)
-        self.latency = {False: metrics.latency.labels(group, "false"), True: metrics.latency.labels(group, "true")}
+        self.latency = {
+            False: metrics.latency.labels(group, endpoint, "false"),
+            True: metrics.latency.labels(group, endpoint, "true"),
+        }
         self.ttft = metrics.ttft.labels(group)
         self.overhead = metrics.overhead.labels(group)
         self.prompt_tokens = metrics.prompt_tokens.labels(group)
         self.completion_tokens = metrics.completion_tokens.labels(group)
         self._requests_family = metrics.requests
         self._group = group
+        self._endpoint = endpoint
         self._requests: dict[tuple[str, int], Counter] = {}
 
     def requests(self, deployment: str, status_code: int) -> Counter:
@@ -75,7 +80,7 @@ class GroupMetrics:
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self._requests_family.labels(
-                self._group, deployment, status_class(status_code)
+                self._group, self._endpoint, deployment, status_class(status_code)
             )
         return child
 
@@ -98,14 +103,14 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
-            "Requests answered, by model group, deployment and status class",
-            ["model_group", "deployment", "status_class"],
+            "Requests answered, by model group, endpoint, deployment and status class",
+            ["model_group", "endpoint", "deployment", "status_class"],
             registry=r,
         )
         self.latency = Histogram(
             "gateway_request_duration_seconds",
             "Time from request received to last byte sent",
-            ["model_group", "stream"],
+            ["model_group", "endpoint", "stream"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -155,7 +160,7 @@ class Metrics:
         self.shared_limits_errors = Counter(
             "gateway_shared_limits_errors", "Redis calls that failed or timed out", registry=r
         )
-        self._groups: dict[str, GroupMetrics] = {}
+        self._groups: dict[tuple[str, str], GroupMetrics] = {}
         ProcessCollector(registry=r)
         if not self.multiprocess_dir:
             r.register(_DeploymentCollector(deployments, now))
@@ -179,11 +184,12 @@ class Metrics:
         MultiProcessCollector(self._exposition, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self._exposition)
 
-    def group(self, name: str) -> GroupMetrics:
-        """The series of model group ``name`` (groups come from the config, so they are few)."""
-        found = self._groups.get(name)
+    def group(self, name: str, endpoint: str = "chat/completions") -> GroupMetrics:
+        """The series of model group ``name`` on ``endpoint`` (groups come from the config and
+        endpoints from gateway.endpoints, so they are few)."""
+        found = self._groups.get((name, endpoint))
         if found is None:
-            found = self._groups[name] = GroupMetrics(self, name)
+            found = self._groups[name, endpoint] = GroupMetrics(self, name, endpoint)
         return found
 
     def refresh(self) -> None:

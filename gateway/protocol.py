@@ -62,6 +62,89 @@ class EmbeddingRequest(_Open):
     input: str | list[str] | list[int] | list[list[int]]
 
 
+class ResponsesRequest(_Open):
+    """``POST /v1/responses`` (OpenAI's Responses API)."""
+
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    previous_response_id: str | None = Field(default=None, description="continue from an earlier response")
+    stream: bool = False
+    store: bool = Field(default=True, description="false: the response is not kept")
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = Field(default=None, description="text.format: text, json_object or json_schema")
+
+
+class AnthropicMessagesRequest(_Open):
+    """``POST /v1/messages`` (Anthropic's Messages API); the key may come as ``x-api-key``."""
+
+    model: str
+    max_tokens: int = Field(gt=0)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+
+
+class AnthropicCountTokensRequest(_Open):
+    """``POST /v1/messages/count_tokens``."""
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class AudioRequest(_Open):
+    """``POST /v1/audio/transcriptions`` and ``/translations``: ``multipart/form-data``."""
+
+    model: str
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+    language: str | None = None
+    prompt: str | None = None
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] | None = None
+    temperature: float | None = None
+    stream: bool = False
+
+
+class SpeechRequest(_Open):
+    """``POST /v1/audio/speech``: the audio comes back as it is made."""
+
+    model: str
+    input: str
+    voice: str | None = None
+    response_format: str | None = None
+    speed: float | None = None
+
+
+class RerankRequest(_Open):
+    """``POST /v1/rerank`` (also ``/rerank`` and ``/v2/rerank``: Jina's and Cohere's shapes)."""
+
+    model: str
+    query: str | dict[str, Any]
+    documents: list[str] | list[dict[str, Any]] = Field(min_length=1)
+    top_n: int | None = None
+
+
+class ScoreRequest(_Open):
+    """``POST /v1/score``: similarity of text pairs (``text_1``/``text_2``, or ``queries``/``documents``)."""
+
+    model: str
+    text_1: str | list[str] | None = None
+    text_2: str | list[str] | None = None
+    queries: str | list[str] | None = None
+    documents: str | list[str] | None = None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

@@ -94,13 +94,16 @@ class Router:
                 return Route(candidate, match.group(1))
         return None
 
-    def plan(self, route: Route, has_images: bool) -> list[Route]:
-        """The route followed by its fallback groups; image requests skip groups without vision."""
+    def plan(self, route: Route, has_images: bool, where: Callable[[Deployment], bool] | None = None) -> list[Route]:
+        """The route followed by its fallback groups; image requests skip groups without vision,
+        and with ``where``, groups with no deployment it admits."""
         names = self._fallbacks.get(route.group.name) or list(self.settings.default_fallbacks)
         routes = [route]
         for name in names:
             group = self.groups[name]
             if group is route.group or (has_images and not group.supports_vision):
+                continue
+            if where is not None and not any(where(d) for d in group.deployments):
                 continue
             routes.append(Route(group))
         return routes
@@ -113,19 +116,24 @@ class Router:
         caller: KeyLimits | None = None,
         lease: str | None = None,
         on_wait: Callable[[float], None] | None = None,
+        where: Callable[[Deployment], bool] | None = None,
     ) -> Deployment:
         """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot.
 
         With shared limits (and a ``lease`` naming this attempt), Redis admits the request:
         the caller's rate, the deployment's cooldown, concurrency and rate across every
-        gateway process. While Redis is away, this process's own limits apply.
+        gateway process. While Redis is away, this process's own limits apply. With ``where``,
+        only the deployments it admits are considered.
         """
         deadline = self._clock() + queue_timeout
+        eligible = group.deployments if where is None else [d for d in group.deployments if where(d)]
+        if not eligible:
+            raise NoDeploymentAvailable(f"no deployment of model '{group.name}' can serve this request")
         while True:
             now = self._clock()
-            active = [d for d in group.deployments if not d.is_cooling(now)]
+            active = [d for d in eligible if not d.is_cooling(now)]
             if not active:
-                wait = min(d.cooldown_until for d in group.deployments) - now
+                wait = min(d.cooldown_until for d in eligible) - now
                 raise NoDeploymentAvailable(
                     f"every deployment of model '{group.name}' is cooling down after failures",
                     retry_after=wait,

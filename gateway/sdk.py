@@ -56,6 +56,16 @@ class SdkClient:
             self._litellm = await asyncio.to_thread(_import_litellm)
             self._litellm.in_memory_llm_clients_cache.flush_cache()
 
+    async def close(self) -> None:
+        """Close the HTTP clients LiteLLM cached on this event loop (its own cleanup helper)."""
+        if self._litellm is None:
+            return
+        try:
+            await self._litellm.close_litellm_async_clients()
+        except Exception as exc:  # best effort at shutdown
+            log.debug("closing LiteLLM's clients failed: %s", type(exc).__name__)
+        self._litellm.in_memory_llm_clients_cache.flush_cache()
+
     async def call(self, deployment: Deployment, endpoint: str, body: dict[str, Any], stream: bool) -> Any:
         """The provider's answer as LiteLLM gives it; raises AttemptFailed like the fast path."""
         await self.start()

@@ -14,6 +14,7 @@ from gateway.config import ProxyConfig
 from gateway.forwarding import Forwarder
 from gateway.health import Readiness
 from gateway.metrics import Metrics
+from gateway.responses_api import ResponsesState
 from gateway.routing import Router
 
 
@@ -30,6 +31,7 @@ class GatewayState:
     inspector: BodyInspector
     started_at: int
     access_log: AccessLog
+    responses: ResponsesState
 
 
 async def get_state(request: Request) -> GatewayState:

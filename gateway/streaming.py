@@ -7,11 +7,14 @@ with ``data: [DONE]``, can only be structure, never generated text.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 _DONE_LINE = b"data: [DONE]"
+_RESPONSE_ID = re.compile(rb'"id":\s?"(resp_[A-Za-z0-9_\-]{1,200})"')
 MAX_PENDING_BYTES = 8 * 1024 * 1024  # one unfinished event may not hold more than this
 
 
@@ -30,10 +33,18 @@ def model_replacements(upstream_model: str, requested_model: str) -> list[tuple[
 class EventRelay:
     """Passes whole SSE events through, rewritten, and remembers usage and ``[DONE]``."""
 
-    def __init__(self, replacements: list[tuple[bytes, bytes]], max_pending: int = MAX_PENDING_BYTES) -> None:
-        self._replacements = replacements
+    def __init__(
+        self,
+        replacements: list[tuple[bytes, bytes]],
+        max_pending: int = MAX_PENDING_BYTES,
+        ends: tuple[bytes, ...] = (_DONE_LINE,),
+        rename_id: Callable[[str], str] | None = None,
+    ) -> None:
+        self._replacements = list(replacements)
         self._pending = bytearray()
         self._max_pending = max_pending
+        self._ends = ends
+        self._rename_id = rename_id  # the first response id seen is renamed by it (Responses API)
         self.usage: dict[str, Any] | None = None
         self.done = False
 
@@ -72,23 +83,46 @@ class EventRelay:
         return self._process(rest) if rest else b""
 
     def _process(self, events: bytes) -> bytes:
+        if self._rename_id is not None:
+            found = _RESPONSE_ID.search(events)
+            if found is not None:
+                old = found.group(1)
+                self._replacements.append((b'"' + old + b'"', orjson.dumps(self._rename_id(old.decode()))))
+                self._rename_id = None
         for old, new in self._replacements:
             events = events.replace(old, new)
         if b'"usage"' in events:
             self._capture_usage(events)
-        if events.startswith(_DONE_LINE) or b"\n" + _DONE_LINE in events or b"\r" + _DONE_LINE in events:
-            self.done = True
+        if not self.done:
+            self.done = self._ended(events)
         return events
+
+    def _ended(self, events: bytes) -> bool:
+        for end in self._ends:
+            if end == _DONE_LINE:
+                if events.startswith(end) or b"\n" + end in events or b"\r" + end in events:
+                    return True
+            elif end in events or end.replace(b":", b": ", 1) in events:
+                return True
+        return False
 
     def _capture_usage(self, events: bytes) -> None:
         for line in events.splitlines():
             if line.startswith(b"data: {") and b'"usage"' in line:
                 try:
-                    usage = orjson.loads(line[6:]).get("usage")
-                except (orjson.JSONDecodeError, AttributeError):
+                    event = orjson.loads(line[6:])
+                except orjson.JSONDecodeError:
                     continue
+                if not isinstance(event, dict):
+                    continue
+                usage = event.get("usage")
+                # Responses events carry it in their response; Anthropic's message_start in its message.
+                holder = event.get("response") or event.get("message")
+                if usage is None and isinstance(holder, dict):
+                    usage = holder.get("usage")
                 if isinstance(usage, dict):
-                    self.usage = usage
+                    # Anthropic reports input tokens at the start and output tokens at the end.
+                    self.usage = {**self.usage, **usage} if self.usage else usage
 
 
 def _last_event_end(data: bytes | bytearray, start: int) -> int:

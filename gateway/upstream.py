@@ -17,6 +17,8 @@ from gateway.errors import (
 from gateway.http1 import BodyTooLarge, ConnectionPool, Origin, Response, TransportError, request_head
 
 TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
+ANTHROPIC_VERSION = "2023-06-01"
+JSON_TYPE = b"application/json"
 
 
 class AttemptFailed(Exception):
@@ -35,7 +37,11 @@ def upstream_headers(deployment: Deployment) -> list[tuple[str, str]]:
         "accept": ("Accept", "*/*"),
         "user-agent": ("User-Agent", "gateway"),
     }
-    if deployment.api_key:
+    if deployment.provider == "anthropic":
+        headers["anthropic-version"] = ("anthropic-version", ANTHROPIC_VERSION)
+        if deployment.api_key:
+            headers["x-api-key"] = ("x-api-key", deployment.api_key)
+    elif deployment.api_key:
         headers["authorization"] = ("Authorization", f"Bearer {deployment.api_key}")
     for name, value in deployment.extra_headers.items():
         headers[name.lower()] = (name, value)
@@ -64,7 +70,7 @@ class UpstreamClient:
         """Close every pooled connection."""
         await self._pool.close()
 
-    def _head(self, deployment: Deployment, method: bytes, endpoint: str) -> tuple[Origin, bytes]:
+    def _head(self, deployment: Deployment, method: bytes, endpoint: str, cache: bool = True) -> tuple[Origin, bytes]:
         heads = self._heads.get(deployment)
         if heads is None:
             heads = self._heads[deployment] = {}
@@ -72,25 +78,38 @@ class UpstreamClient:
         prepared = heads.get(key)
         if prepared is None:
             origin = Origin.parse(deployment.api_base)
-            head = request_head(method, origin, endpoint, upstream_headers(deployment))
-            if method == b"POST":
-                head += b"Content-Type: application/json\r\n"
-            prepared = heads[key] = (origin, head)
+            head = request_head(method, origin, deployment.path_prefix + endpoint, upstream_headers(deployment))
+            prepared = (origin, head)
+            if cache:
+                heads[key] = prepared
         return prepared
 
     async def post(
-        self, deployment: Deployment, endpoint: str, body: Sequence[bytes | memoryview], stream: bool, request_id: str
+        self,
+        deployment: Deployment,
+        endpoint: str,
+        body: Sequence[bytes | memoryview],
+        stream: bool,
+        request_id: str,
+        *,
+        content_type: bytes = JSON_TYPE,
+        extra_head: bytes = b"",
+        method: bytes = b"POST",
     ) -> Response:
         """Send ``body`` to ``endpoint`` of ``deployment``; the caller releases the response.
 
         Non-streamed requests are bounded by the deployment's ``timeout`` as a whole; streamed
-        ones by its ``stream_timeout`` between two pieces of the answer.
+        ones by its ``stream_timeout`` between two pieces of the answer. ``extra_head`` holds
+        whole header lines the client's request adds; other methods than POST name one object
+        (``responses/{id}``), so their heads are not kept.
         """
         try:
-            origin, head = self._head(deployment, b"POST", endpoint)
+            origin, head = self._head(deployment, method, endpoint, cache=method == b"POST")
         except ValueError as exc:
             raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' is misconfigured: {exc}"), True) from None
-        head += b"X-Request-ID: " + request_id.encode() + b"\r\n"
+        if body:
+            head += b"Content-Type: " + content_type + b"\r\n"
+        head += extra_head + b"X-Request-ID: " + request_id.encode() + b"\r\n"
         if stream:
             return await self._pool.request(origin, head, body, read_timeout=deployment.stream_timeout)
         return await self._pool.request(

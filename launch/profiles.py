@@ -62,6 +62,9 @@ PROFILES: dict[str, Profile] = {
             cpu_kv_cache_gib=1,
             auto_select=False,
             notes="random weights built locally: tests and smoke tests only",
+            # vLLM keeps Responses (for previous_response_id and GET) only with this set, and never
+            # evicts them: fine for tests, not for a long-running server (see the README).
+            extra_env={"VLLM_ENABLE_RESPONSES_API_STORE": "1"},
         ),
         Profile(
             "cpu",

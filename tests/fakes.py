@@ -41,6 +41,7 @@ class Behaviour:
     report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
     embedding_dimensions: int | None = None  # pad each vector to this many numbers (4096: a large model's)
+    tool_call: tuple[str, str] | None = None  # with tools in the request: call this (name, JSON arguments)
 
 
 # Words the fake embedding model treats as meaning the same (what dense retrieval adds to BM25).
@@ -135,6 +136,8 @@ class FakeUpstream:
     url: str = ""
     in_flight: int = 0
     max_in_flight: int = 0
+    paths: list[str] = field(default_factory=list)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _failed: int = 0
     _seen: int = 0
@@ -148,6 +151,13 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/audio/transcriptions", self._transcription)
+        app.router.add_post("/v1/audio/translations", self._transcription)
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/responses/{id}", self._response)
+        app.router.add_post("/v1/rerank", self._rerank)
+        app.router.add_post("/v1/score", self._score)
         self._runner, origin = await serve_aiohttp(app, host, port)
         self.url = f"{origin}/v1"
         return self
@@ -228,18 +238,18 @@ class FakeUpstream:
         return f"{self.behaviour.content} ({self.name})"
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self._answer(body)}
+        finish = "length" if body.get("max_tokens") == 1 else "stop"
+        if self.behaviour.tool_call and body.get("tools"):
+            name, arguments = self.behaviour.tool_call
+            message = {"role": "assistant", "content": None, "tool_calls": [_tool_call(name, arguments)]}
+            finish = "tool_calls"
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self._answer(body)},
-                    "finish_reason": "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
         }
 
@@ -255,6 +265,17 @@ class FakeUpstream:
             await response.write_eof()
             return response
         words = [*f"{b.content} ({self.name})".split(" ")]
+        finish = "stop"
+        if b.tool_call and body.get("tools"):
+            words, finish = [], "tool_calls"
+            name, arguments = b.tool_call
+            half = len(arguments) // 2
+            for index, piece in enumerate((arguments[:half], arguments[half:])):
+                call = _tool_call(name, piece) if index == 0 else {"index": 0, "function": {"arguments": piece}}
+                call["index"] = 0
+                chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": body["model"]}
+                chunk["choices"] = [{"index": 0, "delta": {"tool_calls": [call]}}]
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         for index, word in enumerate(words):
             if b.drop_stream_after is not None and index >= b.drop_stream_after:
                 assert request.transport is not None
@@ -270,7 +291,7 @@ class FakeUpstream:
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             if b.chunk_delay_s:
                 await asyncio.sleep(b.chunk_delay_s)
-        final_choice = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        final_choice = {"index": 0, "delta": {}, "finish_reason": finish}
         end = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
         await response.write(b"data: " + orjson.dumps({**end, "choices": [final_choice]}) + b"\n\n")
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -281,6 +302,105 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _transcription(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's transcription answers: json, text, srt, vtt, verbose_json, or a stream."""
+        form = await request.post()
+        upload = form.get("file")
+        audio = upload.file.read() if isinstance(upload, web.FileField) else b""
+        fields = {k: str(v) for k, v in form.items() if not isinstance(v, web.FileField)}
+        self.bodies.append({**fields, "file_bytes": len(audio), "filename": getattr(upload, "filename", None)})
+        self.headers.append(dict(request.headers))
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        text = f"{len(audio)} bytes heard by {self.name}"
+        kind = fields.get("response_format", "json")
+        if fields.get("stream") == "true":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for word in text.split(" "):
+                chunk = {"id": "trsc-fake", "object": "transcription.chunk", "model": fields["model"]}
+                chunk["choices"] = [{"delta": {"content": word + " "}}]
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            usage = {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
+            final = {"id": "trsc-fake", "object": "transcription.chunk", "model": fields["model"], "usage": usage}
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        segment = {"id": 0, "seek": 0, "start": 0.0, "end": 1.5, "text": text, "tokens": [1, 2]}
+        segment.update(temperature=0.0, avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0)
+        if kind == "text":
+            return web.Response(text=text, content_type="text/plain")
+        if kind == "srt":
+            return web.Response(text=f"1\n00:00:00,000 --> 00:00:01,500\n{text}\n\n", content_type="text/plain")
+        if kind == "vtt":
+            return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n{text}\n\n", content_type="text/plain")
+        if kind == "verbose_json":
+            verbose = {"task": "transcribe", "language": "en", "duration": 1.5, "text": text, "segments": [segment]}
+            return web.json_response(verbose)
+        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": 2}})
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        await response.prepare(request)
+        await response.write(b"RIFF" + len(str(body["input"])).to_bytes(4, "little") + b"WAVE")
+        for _ in range(4):
+            await response.write(b"\x00\x01" * 4096)
+        await response.write_eof()
+        return response
+
+    async def _responses(self, request: web.Request) -> web.Response:
+        """vLLM's Responses API, not streamed: a text answer kept under its id."""
+        body = await self._record(request)
+        self.paths.append(request.path)
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.responses:
+            error = {"message": f"Response with id '{previous}' not found.", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "param": "previous_response_id", "code": 404}}, status=404)
+        response_id = f"resp_{self.name.replace('-', '')}{len(self.responses)}"
+        text = {"type": "output_text", "text": self._answer({"messages": []}), "annotations": []}
+        item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed", "content": [text]}
+        response = {"id": response_id, "object": "response", "created_at": 0, "model": body["model"]}
+        response.update(status="completed", output=[item], previous_response_id=previous)
+        response["usage"] = {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}
+        self.responses[response_id] = response
+        return web.json_response(response)
+
+    async def _response(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        found = self.responses.get(request.match_info["id"])
+        if found is None:
+            return web.json_response({"error": {"message": "not found", "code": 404}}, status=404)
+        return web.json_response(found)
+
+    async def _rerank(self, request: web.Request) -> web.Response:
+        """vLLM's rerank answer (Jina's shape): documents by relevance to the query."""
+        body = await self._record(request)
+        failure = await self._misbehave()
+        if failure is not None:
+            return failure
+        query = set(str(body["query"]).lower().split())
+        documents = [str(d) for d in body["documents"]]
+        scores = [len(query & set(d.lower().split())) / (1 + len(query)) for d in documents]
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: body.get("top_n") or len(documents)]
+        results = [{"index": i, "document": {"text": documents[i]}, "relevance_score": scores[i]} for i in order]
+        usage = {"prompt_tokens": 5 * len(documents), "total_tokens": 5 * len(documents)}
+        return web.json_response({"id": "rerank-fake", "model": body["model"], "usage": usage, "results": results})
+
+    async def _score(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        right = body.get("text_2") or body.get("documents")
+        pairs = right if isinstance(right, list) else [right]
+        data = [{"index": i, "object": "score", "score": 0.5} for i in range(len(pairs))]
+        usage = {"prompt_tokens": 4 * len(pairs), "total_tokens": 4 * len(pairs)}
+        payload = {"id": "score-fake", "object": "list", "created": 0, "model": body["model"], "data": data}
+        return web.json_response({**payload, "usage": usage})
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await self._record(request)
@@ -318,3 +438,7 @@ class FakeUpstream:
         if self.behaviour.report_context and self.behaviour.context_tokens:
             card["max_model_len"] = self.behaviour.context_tokens
         return web.json_response({"object": "list", "data": [card]})
+
+
+def _tool_call(name: str, arguments: str) -> dict[str, Any]:
+    return {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": arguments}}

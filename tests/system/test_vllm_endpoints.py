@@ -1,0 +1,94 @@
+"""The Responses API and Anthropic's Messages API through the gateway to a real vLLM (CPU, tiny
+random model), which serves both itself: the gateway passes them through. Clients are the
+openai and anthropic SDKs. Weights are random: structure, ids and usage are checked, not text."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory, RunningGateway
+from tests.system.conftest import SERVED_NAME, VllmServer
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
+KEY = "sk-endpoints-test-1"
+
+
+async def _gateway(gateway: GatewayFactory, vllm: VllmServer) -> RunningGateway:
+    entry = {
+        "model_name": "vision",
+        "litellm_params": {"model": f"hosted_vllm/{SERVED_NAME}", "api_base": f"{vllm.url}/v1", "timeout": 120},
+        "model_info": {"supports_vision": True},
+    }
+    return await gateway({"model_list": [entry], "gateway_settings": {"api_keys": [{"key": KEY}]}})
+
+
+async def test_responses_passed_through_with_follow_ups(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    client = gw.openai(api_key=KEY)
+    first = await client.responses.create(model="vision", input="Name a colour.", max_output_tokens=4)
+    assert first.model == "vision"
+    assert first.id.startswith("resp_d")  # wrapped: it leads back to this vLLM
+    assert first.usage is not None
+    assert first.usage.output_tokens == 4
+    assert first.status == "incomplete"
+    assert first.incomplete_details is not None
+    assert first.output[0].type == "message"
+    again = await client.responses.retrieve(first.id)
+    assert (again.id, again.output_text) == (first.id, first.output_text)
+    follow = await client.responses.create(
+        model="vision", input="And another.", previous_response_id=first.id, max_output_tokens=3
+    )
+    assert follow.previous_response_id == first.id
+    assert follow.usage is not None
+    assert follow.usage.input_tokens > first.usage.input_tokens
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(model="vision", input="x", previous_response_id=first.id[:-2] + "00")
+
+
+async def test_responses_stream_passed_through(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    client = gw.openai(api_key=KEY)
+    async with client.responses.stream(model="vision", input="Count to three.", max_output_tokens=5) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    assert kinds[0] == "response.created"
+    assert kinds.count("response.output_text.delta") >= 1
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert final.id.startswith("resp_d")
+    assert final.model == "vision"
+    assert (await client.responses.retrieve(final.id)).id == final.id
+    metrics = (await gw.http.get("/metrics")).text
+    assert 'endpoint="responses",model_group="vision",status_class="2xx"' in metrics
+
+
+async def test_anthropic_messages_passed_through(gateway: GatewayFactory, vllm_server: VllmServer) -> None:
+    gw = await _gateway(gateway, vllm_server)
+    client = anthropic.AsyncAnthropic(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+    try:
+        message = await client.messages.create(
+            model="vision", max_tokens=4, system="Be brief.", messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert message.type == "message"
+        assert message.role == "assistant"
+        assert message.model == "vision"
+        assert message.stop_reason == "max_tokens"
+        assert message.usage.output_tokens == 4
+        async with client.messages.stream(
+            model="vision", max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+        ) as stream:
+            final = await stream.get_final_message()
+        assert final.usage.output_tokens == 3
+        assert final.content[0].type == "text"
+        counted = await client.messages.count_tokens(
+            model="vision", system="Be brief.", messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert counted.input_tokens == message.usage.input_tokens
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(
+                model="vision", max_tokens=4, messages=[{"role": "user", "content": "x" * 5000}]
+            )
+        assert refused.value.body["type"] == "error"  # vLLM's 400, in Anthropic's envelope
+    finally:
+        await client.close()
