@@ -92,7 +92,8 @@ def _check(response: schemathesis.Response, name: str) -> None:
     if response.status_code >= 400:
         body = response.json()
         if name.startswith("POST /v1/messages"):  # Anthropic's API, Anthropic's envelope
-            assert set(body) == {"type", "error"} and body["type"] == "error", body
+            assert set(body) == {"type", "error"}, body
+            assert body["type"] == "error", body
         else:
             assert set(body) == {"error"}, body
         assert isinstance(body["error"]["message"], str)
