@@ -73,6 +73,7 @@ unit: install
 
 bench: install
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.endpoints
 	$(BIN)/python -m bench.video
 	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.fleet

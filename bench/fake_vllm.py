@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
@@ -46,6 +47,46 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[dict[str, Any]]
+    stream: bool = False
+
+
+_TEXT = {"type": "output_text", "text": "ok", "annotations": []}
+_ITEM = {"id": "msg_fake", "type": "message", "role": "assistant", "status": "completed", "content": [_TEXT]}
+_USAGE = {"input_tokens": 9, "output_tokens": 1, "total_tokens": 10}
+
+
+def _response(status: str, output: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
+    head = {"id": "resp_fake01", "object": "response", "created_at": 0, "model": "fake", "status": status}
+    return head | {"output": output, "usage": usage, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
+
+
+def _responses_stream() -> bytes:
+    """vLLM's Responses events for a one-token answer."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": _response("in_progress", [], None)}),
+        ("response.in_progress", {"response": _response("in_progress", [], None)}),
+        ("response.output_item.added", {"output_index": 0, "item": {**_ITEM, "status": "in_progress", "content": []}}),
+        ("response.content_part.added", {"item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": _TEXT}),
+        ("response.output_text.delta", {"item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": "ok"}),
+        ("response.output_text.done", {"item_id": "msg_fake", "output_index": 0, "content_index": 0, "text": "ok"}),
+        ("response.content_part.done", {"item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": _TEXT}),
+        ("response.output_item.done", {"output_index": 0, "item": _ITEM}),
+        ("response.completed", {"response": _response("completed", [_ITEM], _USAGE)}),
+    ]
+    return b"".join(
+        b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({**data, "sequence_number": n, "type": kind}) + b"\n\n"
+        for n, (kind, data) in enumerate(events)
+    )
+
+
+RESPONSE = orjson.dumps(_response("completed", [_ITEM], _USAGE))
+RESPONSE_EVENTS = _responses_stream()
+
+
 async def _tokens() -> AsyncIterator[bytes]:
     for event in TOKEN_STREAM:
         await asyncio.sleep(TOKEN_INTERVAL_S)
@@ -62,6 +103,12 @@ def create_app() -> FastAPI:
         if request.stream:
             return StreamingResponse(iter([STREAM_EVENTS]), media_type="text/event-stream")
         return Response(COMPLETION, media_type="application/json")
+
+    @app.post("/v1/responses")
+    async def responses(request: ResponsesRequest) -> Response:
+        if request.stream:
+            return StreamingResponse(iter([RESPONSE_EVENTS]), media_type="text/event-stream")
+        return Response(RESPONSE, media_type="application/json")
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
