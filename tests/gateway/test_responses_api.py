@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
 from tests.fakes import FakeUpstream
+from tests.provider_fakes import ProviderFake
 
 pytestmark = pytest.mark.service
 
@@ -207,3 +208,39 @@ async def test_models_retrieve(upstream: UpstreamFactory, gateway: GatewayFactor
     assert (card.id, card.owned_by) == ("chat", "nebius")
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("missing")
+
+
+async def test_sdk_providers_answer_responses_and_messages_through_the_bridge(gateway: GatewayFactory) -> None:
+    """An ``anthropic/`` deployment (litellm SDK) answers the Responses API, and a ``gemini/`` one
+    Anthropic's Messages API: both translated to chat and sent through the SDK."""
+    claude, gemini = await ProviderFake("anthropic").start(), await ProviderFake("gemini").start()
+    try:
+        entries = [
+            {
+                "model_name": "claude",
+                "litellm_params": {"model": "anthropic/claude-test", "api_base": claude.url, "api_key": "sk-ant-1"},
+            },
+            {
+                "model_name": "gemini",
+                "litellm_params": {"model": "gemini/gemini-test", "api_base": gemini.url, "api_key": "g-key-1"},
+            },
+        ]
+        gw = await gateway({"model_list": entries})
+        client = gw.openai()
+        response = await client.responses.create(model="claude", input="Say hello", max_output_tokens=16)
+        assert response.output_text == "Hello from the fake" and response.model == "claude"
+        assert claude.bodies[-1]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]
+        async with client.responses.stream(model="claude", input="Say hello") as stream:
+            final = await stream.get_final_response()
+        assert final.output_text.strip() == "Hello from the fake"
+        messages = await gw.http.post(
+            "/v1/messages",
+            json={"model": "gemini", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert messages.status_code == 200, messages.text
+        body = messages.json()
+        assert body["type"] == "message" and body["content"][0]["text"] == "Hello from the fake"
+        assert body["usage"] == {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 0}
+    finally:
+        await claude.stop()
+        await gemini.stop()
