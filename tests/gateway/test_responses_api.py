@@ -228,7 +228,8 @@ async def test_sdk_providers_answer_responses_and_messages_through_the_bridge(ga
         gw = await gateway({"model_list": entries})
         client = gw.openai()
         response = await client.responses.create(model="claude", input="Say hello", max_output_tokens=16)
-        assert response.output_text == "Hello from the fake" and response.model == "claude"
+        assert response.output_text == "Hello from the fake"
+        assert response.model == "claude"
         assert claude.bodies[-1]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]
         async with client.responses.stream(model="claude", input="Say hello") as stream:
             final = await stream.get_final_response()
@@ -239,7 +240,8 @@ async def test_sdk_providers_answer_responses_and_messages_through_the_bridge(ga
         )
         assert messages.status_code == 200, messages.text
         body = messages.json()
-        assert body["type"] == "message" and body["content"][0]["text"] == "Hello from the fake"
+        assert body["type"] == "message"
+        assert body["content"][0]["text"] == "Hello from the fake"
         assert body["usage"] == {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 0}
     finally:
         await claude.stop()
