@@ -22,7 +22,8 @@ from gateway.accounting import Accounting
 from gateway.audio import Upload, read_upload
 from gateway.bodies import read_body
 from gateway.bridges.messages import MessagesBridge
-from gateway.endpoints import MESSAGES, RESPONSES, SCORE, Endpoint
+from gateway.deployment import Serving
+from gateway.endpoints import BASE_FAMILIES, MESSAGES, RESPONSES, SCORE, Endpoint
 from gateway.errors import ClientClosedRequest, GatewayError, InvalidRequest, ModelNotFound
 from gateway.forwarding import Call
 from gateway.replies import Reply, StreamReply, unless_client_leaves
@@ -118,7 +119,9 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
             raise ModelNotFound(f"model '{model}' is not served here; see GET /v1/models", param="model")
         request.state.model_group = route.group.name
         principal.check_model(route.group.name, model)
-        if {d.serving(endpoint) for d in route.group.deployments} == {None}:
+        # Chat, completions and embeddings: every deployment serves them (natively or through the SDK).
+        everywhere = endpoint.family in BASE_FAMILIES
+        if not everywhere and {d.serving(endpoint) for d in route.group.deployments} == {None}:
             providers = ", ".join(sorted({f"{d.provider}/" for d in route.group.deployments}))
             raise InvalidRequest(
                 f"model '{route.group.name}' ({providers}) does not serve {endpoint.paths[0]}",
@@ -135,7 +138,9 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
         request.state.accounting = accounting
         call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
         # How the group and its fallbacks serve the endpoint (gateway.deployment.Serving).
-        ways = {d.serving(endpoint) for r in state.router.plan(route, has_images) for d in r.group.deployments}
+        ways: set[Serving | None] = set()
+        if not everywhere:
+            ways = {d.serving(endpoint) for r in state.router.plan(route, has_images) for d in r.group.deployments}
         if None in ways:
             call.where = lambda d: d.serving(endpoint) is not None
         if upload is not None:
