@@ -12,8 +12,10 @@ import pytest
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
 from tests.fakes import FakeUpstream
 from tests.provider_fakes import ProviderFake
+from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.service
+__all__ = ["redis_server"]
 
 NEBIUS_MODEL = "nebius/meta-llama/Llama-3.3-70B-Instruct"
 WEATHER = {
@@ -246,3 +248,24 @@ async def test_sdk_providers_answer_responses_and_messages_through_the_bridge(ga
     finally:
         await claude.stop()
         await gemini.stop()
+
+
+async def test_bridged_responses_are_shared_through_redis(
+    upstream: UpstreamFactory, gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """Two replicas with Redis configured: a response made on one is read, continued and
+    deleted on the other."""
+    nebius = await upstream("nebius")
+    config = {
+        "model_list": [deployment("chat", nebius, model=NEBIUS_MODEL, api_key="nb-key-123")],
+        "router_settings": {"redis_host": "127.0.0.1", "redis_port": redis_server.port},
+    }
+    one, two = await gateway(config), await gateway(config)
+    made = await one.openai().responses.create(model="chat", input="Say hello")
+    other = two.openai()
+    assert (await other.responses.retrieve(made.id)).output_text == made.output_text
+    await other.responses.create(model="chat", input="Again", previous_response_id=made.id)
+    assert [m["role"] for m in nebius.bodies[-1]["messages"]] == ["user", "assistant", "user"]
+    await other.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        await one.openai().responses.retrieve(made.id)
