@@ -11,6 +11,7 @@ litellm SDK's adapters: those run only with ``litellm`` imported (seconds of sta
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,3 +92,55 @@ def usage_numbers(usage: object) -> tuple[int, int, int]:
         completion if isinstance(completion, int) else 0,
         cached if isinstance(cached, int) else 0,
     )
+
+
+class ChatStream(ABC):
+    """What both stream translators do with chat chunks: note usage and the finishing choice,
+    raise StreamFailed for an error the deployment sent, and hand each text and tool-call
+    delta to the client API's own events; ``_start`` opens the client's stream once."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._usage: object = None
+        self._choice: dict[str, Any] = {}  # the chunk choice that carried ``finish_reason``
+
+    def _opening(self) -> list[bytes]:
+        """The start of the client's stream, the first time only."""
+        if self._started:
+            return []
+        self._started = True
+        return [self._start()]
+
+    def feed(self, events: bytes) -> bytes:
+        out = self._opening()
+        for chunk in chat_chunks(events):
+            message = chunk_error(chunk)
+            if message is not None:
+                raise StreamFailed(message)
+            if chunk.get("usage"):
+                self._usage = chunk["usage"]
+            choice = first_choice(chunk)
+            if choice.get("finish_reason"):
+                self._choice = choice
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                out.append(self._text(text))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    out.append(self._call(call))
+        return b"".join(out)
+
+    @abstractmethod
+    def _start(self) -> bytes:
+        """The events that open the client's stream."""
+
+    @abstractmethod
+    def _text(self, text: str) -> bytes:
+        """The events for a piece of text."""
+
+    @abstractmethod
+    def _call(self, call: dict[str, Any]) -> bytes:
+        """The events for a piece of a tool call."""

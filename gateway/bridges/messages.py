@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from common.errors import ApiError, InvalidRequest
-from gateway.bridges import StreamFailed, chat_chunks, chunk_error, first_choice, new_id, sse, text_of, usage_numbers
+from gateway.bridges import ChatStream, first_choice, new_id, sse, text_of, usage_numbers
 from gateway.errors import anthropic_envelope
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
@@ -211,21 +211,18 @@ def _arguments(arguments: object) -> object:
         return {"arguments": arguments}
 
 
-class MessagesStream:
+class MessagesStream(ChatStream):
     """Chat chunks in, Anthropic's events out: message_start, content blocks, message_delta, message_stop."""
 
     def __init__(self, bridge: MessagesBridge) -> None:
+        super().__init__()
         self._bridge = bridge
-        self._started = False
         self._block: int | None = None  # the index of the open content block
         self._block_kind: str | None = None
         self._blocks = 0
         self._calls: dict[int, int] = {}  # chat tool index -> block index
-        self._usage: object = None
-        self._choice: dict[str, Any] = {}
 
     def _start(self) -> bytes:
-        self._started = True
         message: dict[str, Any] = {
             "id": new_id("msg"),
             "type": "message",
@@ -251,35 +248,10 @@ class MessagesStream:
         event = {"type": "content_block_start", "index": self._block, "content_block": block}
         return out + sse("content_block_start", event)
 
-    def feed(self, events: bytes) -> bytes:
-        out = [] if self._started else [self._start()]
-        for chunk in chat_chunks(events):
-            message = chunk_error(chunk)
-            if message is not None:
-                raise StreamFailed(message)
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            choice = first_choice(chunk)
-            if choice.get("finish_reason"):
-                self._choice = choice
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._block_kind != "text":
-                    out.append(self._open("text", {"type": "text", "text": ""}))
-                delta_event = {"type": "text_delta", "text": text}
-                out.append(
-                    sse(
-                        "content_block_delta",
-                        {"type": "content_block_delta", "index": self._block, "delta": delta_event},
-                    )
-                )
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out.append(self._call(call))
-        return b"".join(out)
+    def _text(self, text: str) -> bytes:
+        out = self._open("text", {"type": "text", "text": ""}) if self._block_kind != "text" else b""
+        delta = {"type": "text_delta", "text": text}
+        return out + sse("content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta})
 
     def _call(self, call: dict[str, Any]) -> bytes:
         out = b""
@@ -302,7 +274,7 @@ class MessagesStream:
         return out
 
     def finish(self) -> bytes:
-        out = [] if self._started else [self._start()]
+        out = self._opening()
         out.append(self._close_block())
         reason, sequence = self._bridge.stop(self._choice) if self._choice else ("end_turn", None)
         prompt, completion, _ = usage_numbers(self._usage)
@@ -313,5 +285,4 @@ class MessagesStream:
         return b"".join(out)
 
     def error(self, error: ApiError) -> bytes:
-        out = b"" if self._started else self._start()
-        return out + sse("error", anthropic_envelope(error))
+        return b"".join([*self._opening(), sse("error", anthropic_envelope(error))])

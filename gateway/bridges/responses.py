@@ -10,9 +10,7 @@ import orjson
 
 from common.errors import ApiError, InvalidRequest
 from gateway.bridges import (
-    StreamFailed,
-    chat_chunks,
-    chunk_error,
+    ChatStream,
     first_choice,
     new_id,
     sse,
@@ -267,19 +265,17 @@ def _call_item(item_id: str, call_id: str, name: str, status: str) -> dict[str, 
     return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": "", "status": status}
 
 
-class ResponsesStream:
+class ResponsesStream(ChatStream):
     """Chat chunks in, Responses events out: created, items and deltas, completed."""
 
     def __init__(self, bridge: ResponsesBridge) -> None:
+        super().__init__()
         self._bridge = bridge
         self._sequence = 0
-        self._started = False
         self._output: list[dict[str, Any]] = []
-        self._text: dict[str, Any] | None = None  # the message item being written
+        self._message: dict[str, Any] | None = None  # the message item being written
         self._text_parts: list[str] = []
         self._calls: dict[int, tuple[int, dict[str, Any], list[str]]] = {}  # tool index -> (output index, item, args)
-        self._usage: object = None
-        self._finish: object = None
 
     def _event(self, kind: str, **data: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **data}
@@ -287,56 +283,37 @@ class ResponsesStream:
         return sse(kind, data)
 
     def _start(self) -> bytes:
-        self._started = True
         response = self._bridge.response("in_progress", [], None, None)
         return self._event("response.created", response=response) + self._event(
             "response.in_progress", response=response
         )
 
-    def feed(self, events: bytes) -> bytes:
-        out = [] if self._started else [self._start()]
-        for chunk in chat_chunks(events):
-            message = chunk_error(chunk)
-            if message is not None:
-                raise StreamFailed(message)
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            choice = first_choice(chunk)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                out.append(self._text_delta(text))
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out.append(self._call_delta(call))
-        return b"".join(out)
-
-    def _text_delta(self, text: str) -> bytes:
+    def _text(self, text: str) -> bytes:
         out = b""
-        if self._text is None:
-            self._text = _text_item(new_id("msg"), "", "in_progress")
-            self._output.append(self._text)
+        if self._message is None:
+            self._message = _text_item(new_id("msg"), "", "in_progress")
+            self._output.append(self._message)
             index = len(self._output) - 1
-            out += self._event("response.output_item.added", output_index=index, item=self._text)
+            out += self._event("response.output_item.added", output_index=index, item=self._message)
             part = {"type": "output_text", "text": "", "annotations": []}
             out += self._event(
-                "response.content_part.added", item_id=self._text["id"], output_index=index, content_index=0, part=part
+                "response.content_part.added",
+                item_id=self._message["id"],
+                output_index=index,
+                content_index=0,
+                part=part,
             )
         self._text_parts.append(text)
         return out + self._event(
             "response.output_text.delta",
-            item_id=self._text["id"],
-            output_index=self._output.index(self._text),
+            item_id=self._message["id"],
+            output_index=self._output.index(self._message),
             content_index=0,
             delta=text,
             logprobs=[],
         )
 
-    def _call_delta(self, call: dict[str, Any]) -> bytes:
+    def _call(self, call: dict[str, Any]) -> bytes:
         out = b""
         index = call.get("index", 0)
         function = call.get("function") or {}
@@ -357,11 +334,11 @@ class ResponsesStream:
         return out
 
     def finish(self) -> bytes:
-        out = [] if self._started else [self._start()]
-        if self._text is not None:
-            index = self._output.index(self._text)
+        out = self._opening()
+        if self._message is not None:
+            index = self._output.index(self._message)
             text = "".join(self._text_parts)
-            done = _text_item(self._text["id"], text, "completed")
+            done = _text_item(self._message["id"], text, "completed")
             self._output[index] = done
             out.append(
                 self._event(
@@ -395,13 +372,15 @@ class ResponsesStream:
                 )
             )
             out.append(self._event("response.output_item.done", output_index=output_index, item=item))
-        response = self._bridge.response("completed", self._output, self._usage or {}, self._finish)
+        response = self._bridge.response(
+            "completed", self._output, self._usage or {}, self._choice.get("finish_reason")
+        )
         out.append(self._event(f"response.{response['status']}", response=response))
         self._bridge.done(response)
         return b"".join(out)
 
     def error(self, error: ApiError) -> bytes:
-        out = b"" if self._started else self._start()
+        out = b"".join(self._opening())
         return out + self._event(
             "error", code=error.code, message=error.message, param=error.param, error=error.envelope()["error"]
         )
