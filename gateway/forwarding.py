@@ -437,11 +437,7 @@ class Forwarder:
             status, note = 499, "client disconnected"
             raise
         finally:
-            accounting.waited_s += accounting.now() - sent
-            response.release()
-            self._router.release(deployment, lease)
-            self._count_tokens(call, relay.usage)
-            accounting.finish(status, note)
+            self._stream_ended(call, deployment, lease, response, sent, relay.usage, status, note)
 
     async def _relay_bytes(
         self, call: Call, deployment: Deployment, lease: str, response: UpstreamResponse, first: bytes, sent: float
@@ -451,8 +447,12 @@ class Forwarder:
         status, note = 200, None
         try:
             yield first
+            renewed = accounting.now()
             while chunk := await response.readany():
                 yield chunk
+                if accounting.now() - renewed > RENEW_EVERY_S:
+                    renewed = accounting.now()
+                    self._router.renew(deployment, lease)
         except TRANSPORT_ERRORS as exc:
             status, note = 502, "answer broke mid-way"
             self._note_failure(deployment, transport_failure(deployment, exc).error)
@@ -460,10 +460,25 @@ class Forwarder:
             status, note = 499, "client disconnected"
             raise
         finally:
-            accounting.waited_s += accounting.now() - sent
-            response.release()
-            self._router.release(deployment, lease)
-            accounting.finish(status, note)
+            self._stream_ended(call, deployment, lease, response, sent, None, status, note)
+
+    def _stream_ended(
+        self,
+        call: Call,
+        deployment: Deployment,
+        lease: str,
+        response: UpstreamResponse,
+        sent: float,
+        usage: dict[str, Any] | None,
+        status: int,
+        note: str | None,
+    ) -> None:
+        """A relayed answer is over: its connection and slot go back, the request is counted."""
+        call.accounting.waited_s += call.accounting.now() - sent
+        response.release()
+        self._router.release(deployment, lease)
+        self._count_tokens(call, usage)
+        call.accounting.finish(status, note)
 
     @staticmethod
     def _error_event(call: Call, translator: StreamTranslation | None, error: GatewayError) -> bytes:
