@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from bench.load import KEY, Result, Scenario, free_port, load, wait_until_up
+from bench.load import KEY, Result, Scenario, free_port, load, verdict, wait_until_up
 from bench.peers import litellm_proxy, started
 
 
@@ -133,10 +133,7 @@ def report(results: dict[tuple[str, str], Result]) -> int:
             checks.append((f"{case.name}: ours/litellm throughput {value:.1f}x >= 10x", value >= 10))
         if ours.errors:
             checks.append((f"{case.name}: {ours.errors} errors through the gateway", False))
-    print("\ntargets")
-    for text, ok in checks:
-        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from bench.load import (
     free_port,
     load,
     load_interleaved,
+    verdict,
     wait_until_up,
 )
 from bench.peers import litellm_proxy, nginx_command, started, write_config
@@ -209,10 +210,7 @@ def report(results: dict[tuple[str, str], Result], scenarios: list[Scenario], rs
             )
         )
     checks.append((f"gateway RSS after run {rss / 2**20:.0f} MiB < 150 MiB", rss < 150 * 2**20))
-    print("\ntargets")
-    for text, ok in checks:
-        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 def main() -> None:

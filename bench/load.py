@@ -174,3 +174,11 @@ async def load_interleaved(
     return {
         name: Result(len(latencies[name]), errors[name], busy[name], latencies[name], cpu.get(name)) for name in targets
     }
+
+
+def verdict(checks: list[tuple[str, bool]]) -> int:
+    """Print each target PASS or FAIL; the exit status (1 when any failed)."""
+    print("\ntargets")
+    for text, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in checks) else 1

@@ -64,24 +64,16 @@ COUNT_TOKENS = Endpoint(
     envelope="anthropic",
     family="messages",
 )
-TRANSCRIPTIONS = Endpoint(
-    "audio/transcriptions",
-    ("/v1/audio/transcriptions",),
-    "file",
-    "Transcribe audio",
-    stream_end=(b"data: [DONE]", b'"type":"transcript.text.done"'),
-    answer="bytes",
-    multipart=True,
-)
-TRANSLATIONS = Endpoint(
-    "audio/translations",
-    ("/v1/audio/translations",),
-    "file",
-    "Translate audio into English text",
-    stream_end=(b"data: [DONE]", b'"type":"transcript.text.done"'),
-    answer="bytes",
-    multipart=True,
-)
+
+
+def _upload(name: str, summary: str) -> Endpoint:
+    """An audio upload answered with text (json, text, srt, vtt, verbose_json) or a stream of it."""
+    ends = (b"data: [DONE]", b'"type":"transcript.text.done"')
+    return Endpoint(name, (f"/v1/{name}",), "file", summary, stream_end=ends, answer="bytes", multipart=True)
+
+
+TRANSCRIPTIONS = _upload("audio/transcriptions", "Transcribe audio")
+TRANSLATIONS = _upload("audio/translations", "Translate audio into English text")
 SPEECH = Endpoint(
     "audio/speech", ("/v1/audio/speech",), "input", "Generate speech", streams=False, answer="bytes", relayed=True
 )
