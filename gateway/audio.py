@@ -12,6 +12,7 @@ import mmap
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -55,6 +56,26 @@ class Upload:
         parts.append(_contents(self.file))
         parts.append(b"\r\n--" + boundary + b"--\r\n")
         return parts
+
+    def values(self) -> dict[str, Any]:
+        """The form's fields as SDK arguments: numbers parsed, ``timestamp_granularities[]`` a list."""
+        values: dict[str, Any] = {}
+        for name, value in self.fields:
+            if name.endswith("[]"):
+                values.setdefault(name[:-2], []).append(value)
+            elif name == "temperature":
+                try:
+                    values[name] = float(value)
+                except ValueError:
+                    raise InvalidRequest("'temperature' must be a number", param="temperature") from None
+            else:
+                values[name] = value
+        return values
+
+    def file_part(self) -> tuple[str, BinaryIO, str]:
+        """The file as an HTTP client takes it (name, readable file, media type), from its start."""
+        self.file.file.seek(0)
+        return self.file.filename or "audio", self.file.file, self.file.content_type or "application/octet-stream"
 
     async def close(self) -> None:
         await self.file.close()

@@ -144,7 +144,7 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
         if None in ways:
             call.where = lambda d: d.serving(endpoint) is not None
         if upload is not None:
-            call.encoder, call.content_type = upload.encoded_for, upload.content_type
+            call.upload = upload
         if endpoint.envelope == "anthropic":
             call.extra_head = _anthropic_head(request)
         if endpoint is SCORE:

@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 from gateway.endpoints import BASE_FAMILIES, Endpoint
 from gateway.ratelimit import TokenBucket
+from gateway.sdk_fields import SDK_BASE_ENDPOINTS
 
 _FAIL_WINDOW_S = 60.0
 # native: relayed to the deployment's own API; bridge: translated to chat completions and back;
 # sdk: through the litellm SDK.
 Serving = Literal["native", "bridge", "sdk"]
-SDK_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
 BRIDGED_ENDPOINTS = frozenset({"responses", "messages"})
 _LATENCY_SMOOTHING = 0.2
 
@@ -43,6 +43,7 @@ class Deployment:
     media_domains: frozenset[str] | None = frozenset()  # domains of media URLs it may be sent; None: any
     native: frozenset[str] = BASE_FAMILIES  # endpoint families its own API serves (gateway.endpoints)
     path_prefix: str = ""  # between api_base and an endpoint's name ("v1/" for Anthropic's API)
+    sdk_endpoints: frozenset[str] = SDK_BASE_ENDPOINTS  # what the litellm SDK serves for it (gateway.sdk_fields)
     in_flight: int = 0
     cooldown_until: float = 0.0
     latency_s: float | None = None
@@ -54,7 +55,7 @@ class Deployment:
         """How this deployment serves ``endpoint``; None when it cannot."""
         if endpoint.family in self.native:
             return "native"
-        if self.sdk and endpoint.name in SDK_ENDPOINTS:
+        if self.sdk and endpoint.name in self.sdk_endpoints:
             return "sdk"
         if endpoint.name in BRIDGED_ENDPOINTS and (self.sdk or "chat" in self.native):
             return "bridge"

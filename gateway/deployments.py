@@ -16,6 +16,7 @@ from gateway.providers import (
     split_model,
 )
 from gateway.ratelimit import TokenBucket
+from gateway.sdk_fields import sdk_endpoints
 from gateway.upstream import check_deployment
 
 
@@ -74,6 +75,7 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         media_domains=default_media_domains(provider_name, sdk, entry.model_info.allowed_media_domains),
         native=_native(native, sdk, entry.model_info.native_endpoints),
         path_prefix=path_prefix,
+        sdk_endpoints=sdk_endpoints(provider_name) if sdk else frozenset(),
     )
     if deployment.native:
         try:

@@ -17,6 +17,7 @@ import orjson
 
 import gateway.sdk as sdk
 from gateway.accounting import Accounting
+from gateway.audio import Upload
 from gateway.bodies import replace_model
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
@@ -92,8 +93,7 @@ class Call:
     # Only these deployments may serve it (the endpoint's, or the one a response id names).
     where: Callable[[Deployment], bool] | None = None
     translation: Translation | None = None  # for deployments that bridge the endpoint to chat
-    encoder: Callable[[str], list[bytes | memoryview]] | None = None  # bodies that are not JSON (multipart)
-    content_type: bytes = JSON_TYPE
+    upload: Upload | None = None  # an audio upload (multipart) instead of a JSON body
     extra_head: bytes = b""  # header lines of the client's passed on (anthropic-version, ...)
     rename_id: Callable[[Deployment, str], str] | None = None  # response ids the client sees (Responses)
     previous_id: tuple[str, str] | None = None  # (the deployment's, the client's) id of the turn it continues
@@ -125,8 +125,8 @@ class Call:
         """The client's body with ``model`` rewritten, built once per upstream name."""
         data = self._encoded.get(upstream_model)
         if data is None:
-            if self.encoder is not None:
-                data = self.encoder(upstream_model)
+            if self.upload is not None:
+                data = self.upload.encoded_for(upstream_model)
             elif self.model_span is not None:  # the scan saw exactly one "model" key
                 view, (start, end) = memoryview(self.raw), self.model_span
                 data = [view[:start], orjson.dumps(upstream_model), view[end:]]
@@ -273,7 +273,8 @@ class Forwarder:
             content_type, extra_head = JSON_TYPE, b""
         else:
             endpoint, body = call.endpoint, call.encoded_for(upstream_model)
-            content_type, extra_head = call.content_type, call.extra_head
+            content_type = call.upload.content_type if call.upload is not None else JSON_TYPE
+            extra_head = call.extra_head
         accounting = call.accounting
         sent = accounting.now()
         handed_off = False
@@ -500,15 +501,22 @@ class Forwarder:
         accounting = call.accounting
         sent = accounting.now()
         handed_off = False
+        file = None
         if translation is not None:
             endpoint, body = CHAT.name, translation.chat_body(upstream_model)
+        elif call.upload is not None:
+            endpoint, body, file = call.endpoint.name, call.upload.values(), call.upload.file_part()
         else:
             endpoint, body = call.endpoint.name, call.parsed()
         try:
-            answer = await self._sdk.call(deployment, endpoint, body, call.stream)
+            answer = await self._sdk.call(deployment, endpoint, body, call.stream, file)
             if not call.stream:
                 accounting.waited_s += accounting.now() - sent
                 deployment.record_latency(accounting.now() - sent)
+                if endpoint in sdk.RAW_ANSWERS:  # speech audio, or a transcript as text
+                    raw, media_type = sdk.raw_answer(endpoint, answer, body)
+                    accounting.finish(200)
+                    return Reply(raw, call.request_id, media_type)
                 data = sdk.shaped(answer, call.requested_model)
                 self._count_tokens(call, data.get("usage"))
                 accounting.finish(200)

@@ -20,6 +20,7 @@ from gateway.config import ConfigError
 from gateway.deployment import Deployment
 from gateway.errors import (
     GatewayError,
+    InvalidRequest,
     RateLimited,
     UpstreamFailed,
     UpstreamRejected,
@@ -39,7 +40,17 @@ _USAGE_KEYS = frozenset(
 )
 _PREFIX = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)?:\s*(?:\w+Exception\s*-\s*)?")
 _CLOSE_TIMEOUT_S = 5.0
-_ENDPOINTS = {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}
+_ENDPOINTS = {
+    "chat/completions": "acompletion",
+    "completions": "atext_completion",
+    "embeddings": "aembedding",
+    "rerank": "arerank",
+    "audio/transcriptions": "atranscription",
+    "audio/speech": "aspeech",
+}
+STREAMS = frozenset({"chat/completions", "completions"})  # what is streamed through the SDK
+RAW_ANSWERS = frozenset({"audio/transcriptions", "audio/speech"})  # answers that may not be JSON
+_TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
 
 
 class SdkClient:
@@ -66,9 +77,16 @@ class SdkClient:
             log.debug("closing LiteLLM's clients failed: %s", type(exc).__name__)
         self._litellm.in_memory_llm_clients_cache.flush_cache()
 
-    async def call(self, deployment: Deployment, endpoint: str, body: dict[str, Any], stream: bool) -> Any:
-        """The provider's answer as LiteLLM gives it; raises AttemptFailed like the fast path."""
+    async def call(
+        self, deployment: Deployment, endpoint: str, body: dict[str, Any], stream: bool, file: object = None
+    ) -> Any:
+        """The provider's answer as LiteLLM gives it; raises AttemptFailed like the fast path.
+        ``file`` is an audio upload's file part (transcriptions)."""
         await self.start()
+        if stream and endpoint not in STREAMS:
+            raise AttemptFailed(
+                InvalidRequest(f"model '{deployment.group}' cannot stream {endpoint}", param="stream"), False
+            )
         function = getattr(self._litellm, _ENDPOINTS[endpoint])
         # Only allow-listed OpenAI fields come from the client; every SDK setting (endpoint,
         # credentials, provider) comes from the deployment's config and nothing else.
@@ -79,8 +97,10 @@ class SdkClient:
         params["api_key"] = deployment.api_key or None
         params.update(num_retries=0, max_retries=0, drop_params=self._drop_params)
         params["timeout"] = deployment.stream_timeout if stream else deployment.timeout
-        if endpoint != "embeddings":
+        if endpoint in STREAMS:
             params["stream"] = stream
+        if file is not None:
+            params["file"] = file
         try:
             return await function(**params)
         except Exception as exc:
@@ -107,6 +127,19 @@ async def close_stream(stream: Any) -> None:
             await close()
     except Exception as exc:  # best effort: the stream is abandoned either way
         log.debug("closing a provider stream failed: %s", type(exc).__name__)
+
+
+def raw_answer(endpoint: str, answer: Any, body: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A speech or transcription answer as (body, media type): audio bytes, a transcript in the
+    text format asked for, or the JSON one."""
+    if endpoint == "audio/speech":
+        headers = getattr(getattr(answer, "response", None), "headers", None) or {}
+        media_type = str(headers.get("content-type") or "application/octet-stream")
+        return bytes(answer.content), media_type.encode("latin-1", "replace")
+    if body.get("response_format") in _TEXT_FORMATS:
+        return str(getattr(answer, "text", "") or "").encode(), b"text/plain; charset=utf-8"
+    data = answer.model_dump(exclude_none=True) if hasattr(answer, "model_dump") else dict(answer)
+    return orjson.dumps(_scrub(data)), b"application/json"
 
 
 def check_providers(providers: set[str]) -> None:

@@ -69,6 +69,9 @@ COMPLETION_FIELDS = frozenset(
     }
 )
 EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "user"})
+RERANK_FIELDS = frozenset({"query", "documents", "top_n", "rank_fields", "return_documents", "max_chunks_per_doc"})
+TRANSCRIPTION_FIELDS = frozenset({"language", "prompt", "response_format", "temperature", "timestamp_granularities"})
+SPEECH_FIELDS = frozenset({"input", "voice", "response_format", "speed", "instructions"})
 # OpenAI fields that mean something only to OpenAI's own storage: accepted, never passed on
 # (LiteLLM reads ``metadata`` as its own logging settings).
 IGNORED_FIELDS = frozenset({"metadata", "store", "prompt_cache_key", "safety_identifier", "verbosity"})
@@ -79,7 +82,38 @@ ALLOWED: dict[str, frozenset[str]] = {
     "chat/completions": CHAT_FIELDS,
     "completions": COMPLETION_FIELDS,
     "embeddings": EMBEDDING_FIELDS,
+    "rerank": RERANK_FIELDS,
+    "audio/transcriptions": TRANSCRIPTION_FIELDS,
+    "audio/speech": SPEECH_FIELDS,
 }
+# What every SDK provider serves, and the endpoints LiteLLM serves for some providers only (its
+# rerank, transcription and speech functions); for any other provider they are refused with 400.
+SDK_BASE_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
+SDK_PROVIDERS_BY_ENDPOINT: dict[str, frozenset[str]] = {
+    "rerank": frozenset(
+        {
+            "cohere",
+            "azure_ai",
+            "infinity",
+            "together_ai",
+            "jina_ai",
+            "nvidia_nim",
+            "bedrock",
+            "deepinfra",
+            "fireworks_ai",
+            "voyage",
+            "watsonx",
+        }
+    ),
+    "audio/transcriptions": frozenset({"azure", "azure_ai", "groq", "fireworks_ai", "deepgram", "elevenlabs", "xai"}),
+    "audio/speech": frozenset({"azure", "azure_ai", "elevenlabs", "vertex_ai", "gemini"}),
+}
+
+
+def sdk_endpoints(provider: str) -> frozenset[str]:
+    """The endpoints an SDK deployment of ``provider`` serves through LiteLLM."""
+    extra = {endpoint for endpoint, providers in SDK_PROVIDERS_BY_ENDPOINT.items() if provider in providers}
+    return SDK_BASE_ENDPOINTS | extra
 
 
 def sdk_arguments(endpoint: str, body: dict[str, Any], drop_unknown: bool) -> dict[str, Any]:

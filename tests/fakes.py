@@ -154,6 +154,7 @@ class FakeUpstream:
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/audio/translations", self._transcription)
         app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/openai/deployments/{deployment}/audio/speech", self._speech)  # Azure OpenAI
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/responses/{id}", self._response)
         app.router.add_post("/v1/rerank", self._rerank)

@@ -162,3 +162,54 @@ async def test_each_endpoint_is_its_own_metric_label(upstream: UpstreamFactory, 
         assert (
             sample(text, "gateway_requests_total", deployment="speech/0", endpoint=endpoint, status_class="2xx") == 1.0
         )
+
+
+async def test_sdk_providers_rerank_transcribe_and_speak(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    """Providers LiteLLM serves these endpoints for reach them through the SDK (Jina's rerank,
+    Groq's Whisper, Azure's speech, each in its own wire format); others get a clear 400."""
+    fake = await upstream("cloud")
+    origin = fake.url.removesuffix("/v1")
+    entries = [
+        {"model_name": "rerank", "litellm_params": {"model": "jina_ai/jina-reranker-v2", "api_base": origin}},
+        {"model_name": "whisper", "litellm_params": {"model": "groq/whisper-large-v3", "api_base": fake.url}},
+        {
+            "model_name": "tts",
+            "litellm_params": {"model": "azure/tts", "api_base": origin, "api_version": "2024-06-01"},
+        },
+        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-test", "api_base": origin}},
+    ]
+    for entry in entries:
+        entry["litellm_params"]["api_key"] = "sk-provider-1"
+    gw = await gateway({"model_list": entries})
+    client = gw.openai()
+    ranked = await gw.http.post(
+        "/v1/rerank", json={"model": "rerank", "query": "red bicycle", "documents": ["a cat", "a red bicycle"]}
+    )
+    assert ranked.status_code == 200, ranked.text
+    assert ranked.json()["results"][0]["index"] == 1
+    assert fake.bodies[-1]["model"] == "jina-reranker-v2"
+    heard = await client.audio.transcriptions.create(model="whisper", file=("talk.wav", AUDIO), language="en")
+    assert heard.text == f"{len(AUDIO)} bytes heard by cloud"
+    assert (fake.bodies[-1]["model"], fake.bodies[-1]["language"]) == ("whisper-large-v3", "en")
+    as_text = await client.audio.transcriptions.create(
+        model="whisper", file=("talk.wav", AUDIO), response_format="text"
+    )
+    assert as_text.strip() == f"{len(AUDIO)} bytes heard by cloud"
+    speech = await client.audio.speech.create(model="tts", voice="alloy", input="hello there")
+    assert speech.content.startswith(b"RIFF")
+    assert fake.bodies[-1] == {"model": "tts", "voice": "alloy", "input": "hello there"}
+    served = len(fake.bodies)
+    steering = await gw.http.post(
+        "/v1/rerank", json={"model": "rerank", "query": "q", "documents": ["d"], "api_base": "http://evil"}
+    )
+    assert steering.status_code == 400
+    assert steering.json()["error"]["code"] == "unsupported_parameter"
+    unsupported = await gw.http.post("/v1/rerank", json={"model": "claude", "query": "q", "documents": ["d"]})
+    assert unsupported.status_code == 400
+    assert "(anthropic/) does not serve /v1/rerank" in unsupported.json()["error"]["message"]
+    streamed = await gw.http.post(
+        "/v1/audio/transcriptions", data={"model": "whisper", "stream": "true"}, files={"file": ("a.wav", AUDIO)}
+    )
+    assert streamed.status_code == 400
+    assert streamed.json()["error"]["param"] == "stream"
+    assert len(fake.bodies) == served
