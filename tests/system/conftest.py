@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = os.environ.get("LAUNCH_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
 TINY_DIR = ROOT / "models" / "tiny-qwen2.5-vl"
 SERVED_NAME = "tiny-qwen2.5-vl"
+RERANKER_DIR = ROOT / "models" / "tiny-reranker"
+RERANKER_NAME = "tiny-reranker"
 READY_MARKER = "Application startup complete"
 START_TIMEOUT_S = 600
 
@@ -45,19 +47,24 @@ def _wait_for_health(url: str, process: subprocess.Popen[str], timeout_s: float 
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    """The tiny model, built once and kept under models/."""
+def _built(module: str, directory: Path) -> Path:
+    """A tiny model built once by ``module`` with the vLLM environment, kept under models/."""
     if not Path(VLLM_PYTHON).exists():
         pytest.fail(f"the vLLM environment is missing ({VLLM_PYTHON}); run `make vllm-env`")
-    if not (TINY_DIR / "config.json").is_file():
+    if not (directory / "config.json").is_file():
         subprocess.run(
-            [VLLM_PYTHON, "-m", "launch.tiny_model", str(TINY_DIR)],
+            [VLLM_PYTHON, "-m", module, str(directory)],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             check=True,
         )
-    return TINY_DIR
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny model, built once and kept under models/."""
+    return _built("launch.tiny_model", TINY_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -67,10 +74,29 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     port = sock.getsockname()[1]
     sock.close()
     launch = vllm_command(PROFILES["tiny"], str(tiny_model), SERVED_NAME, python=VLLM_PYTHON, port=port)
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    yield from _serve(launch.argv, launch.env, port, tmp_path_factory.mktemp("vllm") / "vllm.log")
+
+
+@pytest.fixture(scope="session")
+def reranker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM serving the tiny random cross-encoder (launch.tiny_reranker): rerank and score."""
+    model = _built("launch.tiny_reranker", RERANKER_DIR)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    # The tiny profile's environment (CPU KV cache, the torchvision shim, offline), its own model.
+    env = vllm_command(PROFILES["tiny"], str(model), RERANKER_NAME, python=VLLM_PYTHON, port=port).env
+    argv = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    argv += ["--served-model-name", RERANKER_NAME, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager"]
+    yield from _serve(argv, env, port, tmp_path_factory.mktemp("reranker") / "vllm.log")
+
+
+def _serve(argv: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[VllmServer]:
+    """Run a vLLM server until the session ends; ready when its log says so."""
     process = subprocess.Popen(
-        launch.argv,
-        env={**os.environ, **launch.env},
+        argv,
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

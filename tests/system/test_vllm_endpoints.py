@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.system.conftest import SERVED_NAME, VllmServer
+from tests.system.conftest import RERANKER_NAME, SERVED_NAME, VllmServer
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 KEY = "sk-endpoints-test-1"
@@ -92,3 +92,34 @@ async def test_anthropic_messages_passed_through(gateway: GatewayFactory, vllm_s
         assert refused.value.body["type"] == "error"  # vLLM's 400, in Anthropic's envelope
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/rerank", "/v2/rerank"])
+async def test_rerank_and_score_on_a_real_cross_encoder(
+    gateway: GatewayFactory, reranker_server: VllmServer, path: str
+) -> None:
+    entry = {
+        "model_name": "rerank",
+        "litellm_params": {"model": f"hosted_vllm/{RERANKER_NAME}", "api_base": f"{reranker_server.url}/v1"},
+    }
+    gw = await gateway({"model_list": [entry], "gateway_settings": {"api_keys": [{"key": KEY}]}})
+    headers = {"Authorization": f"Bearer {KEY}"}
+    documents = ["a red car", "a dog on the road", "the sky"]
+    ranked = await gw.http.post(
+        path, headers=headers, json={"model": "rerank", "query": "red car", "documents": documents, "top_n": 2}
+    )
+    assert ranked.status_code == 200, ranked.text
+    body = ranked.json()
+    assert body["model"] == "rerank"
+    assert len(body["results"]) == 2
+    assert {r["document"]["text"] for r in body["results"]} <= set(documents)
+    scores = [r["relevance_score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    scored = await gw.http.post(
+        "/v1/score", headers=headers, json={"model": "rerank", "text_1": "red car", "text_2": documents}
+    )
+    assert scored.status_code == 200, scored.text
+    assert [d["index"] for d in scored.json()["data"]] == [0, 1, 2]
+    assert scored.json()["usage"]["prompt_tokens"] > 0
+    metrics = (await gw.http.get("/metrics")).text
+    assert 'endpoint="score",model_group="rerank",status_class="2xx"' in metrics
