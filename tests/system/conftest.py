@@ -23,6 +23,8 @@ TINY_DIR = ROOT / "models" / "tiny-qwen2.5-vl"
 SERVED_NAME = "tiny-qwen2.5-vl"
 RERANKER_DIR = ROOT / "models" / "tiny-reranker"
 RERANKER_NAME = "tiny-reranker"
+WHISPER_DIR = ROOT / "models" / "tiny-whisper"
+WHISPER_NAME = "tiny-whisper"
 READY_MARKER = "Application startup complete"
 START_TIMEOUT_S = 600
 
@@ -81,15 +83,27 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 def reranker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """vLLM serving the tiny random cross-encoder (launch.tiny_reranker): rerank and score."""
     model = _built("launch.tiny_reranker", RERANKER_DIR)
+    yield from _serve_small(model, RERANKER_NAME, 512, tmp_path_factory.mktemp("reranker") / "vllm.log")
+
+
+@pytest.fixture(scope="session")
+def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM serving the tiny random Whisper (launch.tiny_whisper): transcriptions and translations."""
+    model = _built("launch.tiny_whisper", WHISPER_DIR)
+    yield from _serve_small(model, WHISPER_NAME, 448, tmp_path_factory.mktemp("whisper") / "vllm.log")
+
+
+def _serve_small(model: Path, name: str, max_len: int, log_path: Path) -> Iterator[VllmServer]:
+    """vLLM with a tiny model that is not a chat model: the tiny profile's environment (CPU KV
+    cache, the torchvision shim, offline), and only the arguments every model takes."""
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    # The tiny profile's environment (CPU KV cache, the torchvision shim, offline), its own model.
-    env = vllm_command(PROFILES["tiny"], str(model), RERANKER_NAME, python=VLLM_PYTHON, port=port).env
+    env = vllm_command(PROFILES["tiny"], str(model), name, python=VLLM_PYTHON, port=port).env
     argv = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    argv += ["--served-model-name", RERANKER_NAME, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager"]
-    yield from _serve(argv, env, port, tmp_path_factory.mktemp("reranker") / "vllm.log")
+    argv += ["--served-model-name", name, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--dtype", "float32", "--max-model-len", str(max_len), "--enforce-eager"]
+    yield from _serve(argv, env, port, log_path)
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[VllmServer]:

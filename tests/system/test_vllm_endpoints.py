@@ -1,15 +1,21 @@
-"""The Responses API and Anthropic's Messages API through the gateway to a real vLLM (CPU, tiny
-random model), which serves both itself: the gateway passes them through. Clients are the
-openai and anthropic SDKs. Weights are random: structure, ids and usage are checked, not text."""
+"""The Responses API, Anthropic's Messages API, transcription, rerank and score through the gateway
+to real vLLM servers (CPU, tiny random models), which serve them themselves: the gateway passes
+them through. Clients are the openai and anthropic SDKs. Weights are random: structure, ids and
+usage are checked, not text."""
 
 from __future__ import annotations
+
+import array
+import io
+import math
+import wave
 
 import anthropic
 import openai
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.system.conftest import RERANKER_NAME, SERVED_NAME, VllmServer
+from tests.system.conftest import RERANKER_NAME, SERVED_NAME, WHISPER_NAME, VllmServer
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 KEY = "sk-endpoints-test-1"
@@ -123,3 +129,59 @@ async def test_rerank_and_score_on_a_real_cross_encoder(
     assert scored.json()["usage"]["prompt_tokens"] > 0
     metrics = (await gw.http.get("/metrics")).text
     assert 'endpoint="score",model_group="rerank",status_class="2xx"' in metrics
+
+
+def _tone_wav(seconds: float = 2.0, rate: int = 16000) -> bytes:
+    """A 440 Hz tone as 16-bit mono WAV (the weights are random: any sound will do)."""
+    samples = array.array("h", (int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.tobytes())
+    return out.getvalue()
+
+
+async def test_transcriptions_on_a_real_whisper(gateway: GatewayFactory, whisper_server: VllmServer) -> None:
+    entry = {
+        "model_name": "speech",
+        "litellm_params": {"model": f"hosted_vllm/{WHISPER_NAME}", "api_base": f"{whisper_server.url}/v1"},
+    }
+    gw = await gateway({"model_list": [entry], "gateway_settings": {"api_keys": [{"key": KEY}]}})
+    client = gw.openai(api_key=KEY)
+    audio = _tone_wav()
+    heard = await client.audio.transcriptions.create(model="speech", file=("tone.wav", audio), language="en")
+    assert isinstance(heard.text, str)
+    verbose = await client.audio.transcriptions.create(
+        model="speech", file=("tone.wav", audio), response_format="verbose_json", language="en"
+    )
+    assert verbose.duration == pytest.approx(2.0)
+    assert verbose.language == "en"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with gw.http.stream(
+        "POST",
+        "/v1/audio/transcriptions",
+        headers=headers,
+        data={"model": "speech", "stream": "true"},
+        files={"file": ("tone.wav", audio, "audio/wav")},
+    ) as response:
+        assert response.status_code == 200
+        body = (await response.aread()).decode()
+    assert "transcription.chunk" in body
+    assert body.rstrip().endswith("data: [DONE]")
+    assert WHISPER_NAME not in body  # the model is named as the gateway's group
+    translated = await gw.http.post(
+        "/v1/audio/translations", headers=headers, data={"model": "speech"}, files={"file": ("tone.wav", audio)}
+    )
+    assert translated.status_code == 200
+    assert "text" in translated.json()
+    unsupported = await gw.http.post(
+        "/v1/audio/transcriptions",
+        headers=headers,
+        data={"model": "speech", "response_format": "srt"},
+        files={"file": ("tone.wav", audio)},
+    )
+    assert unsupported.status_code == 400  # vLLM's own refusal, passed on
+    metrics = (await gw.http.get("/metrics")).text
+    assert 'endpoint="audio/transcriptions",model_group="speech",status_class="2xx"' in metrics
