@@ -77,3 +77,28 @@ def test_media_hosts_are_found_whatever_the_spelling() -> None:
         b'{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}'
     )
     assert remote_media_hosts(body) == ["evil.com", "a.example"]
+
+
+async def test_responses_and_messages_images_are_held_to_the_same_rule(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    """An ``input_image`` (Responses) or an image ``source.url`` (Anthropic Messages) naming an
+    internal address is refused before vLLM sees it; ``data:`` URLs go through."""
+    vllm = await upstream("vllm")
+    gw = await gateway({"model_list": [deployment("vision", vllm, supports_vision=True)]})
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    responses = {
+        "model": "vision",
+        "input": [{"role": "user", "content": [{"type": "input_image", "image_url": metadata}]}],
+    }
+    refused = await gw.http.post("/v1/responses", json=responses)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "media_url_not_allowed"
+    image = {"type": "image", "source": {"type": "url", "url": metadata}}
+    messages = {"model": "vision", "max_tokens": 8, "messages": [{"role": "user", "content": [image]}]}
+    refused_messages = await gw.http.post("/v1/messages", json=messages)
+    assert refused_messages.status_code == 400
+    assert refused_messages.json()["error"]["type"] == "invalid_request_error"
+    assert vllm.bodies == []
+    responses["input"][0]["content"][0]["image_url"] = PIXEL
+    assert (await gw.http.post("/v1/responses", json=responses)).status_code == 200
