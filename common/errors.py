@@ -137,14 +137,21 @@ class UpstreamTimeout(ApiError):
     code = "upstream_timeout"
 
 
-def error_response(error: ApiError, request_id: str | None = None) -> Response:
-    """Render ``error`` as a JSON response with its status and headers."""
+def error_response(
+    error: ApiError,
+    request_id: str | None = None,
+    *,
+    envelope: dict[str, Any] | None = None,
+    status_code: int | None = None,
+) -> Response:
+    """Render ``error`` as a JSON response with its status and headers (``envelope`` and
+    ``status_code`` replace OpenAI's where another API's shape is owed)."""
     headers = error.headers()
     if request_id:
         headers["X-Request-ID"] = request_id
     return Response(
-        orjson.dumps(error.envelope()),
-        status_code=error.status_code,
+        orjson.dumps(envelope if envelope is not None else error.envelope()),
+        status_code=status_code or error.status_code,
         media_type="application/json",
         headers=headers,
     )

@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message
 
+from gateway.bodies import refuse_declared_over
 from gateway.errors import InvalidRequest, PayloadTooLarge
 
 _MAX_FIELDS = 100
@@ -101,9 +102,7 @@ def _contents(upload: UploadFile) -> bytes | memoryview:
 
 async def read_upload(request: Request, limit: int) -> Upload:
     """The audio request, or 400 (not multipart, no file, no model) / 413 (past ``limit`` bytes)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"audio upload is larger than the {limit} byte limit")
+    refuse_declared_over(request, limit, "audio upload")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("send the audio as multipart/form-data with a 'file' part", param="file")
     received = 0

@@ -38,11 +38,16 @@ class RequestFacts:
     model_span: tuple[int, int] | None = field(default=None, compare=False)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing bodies over ``limit`` bytes without buffering them."""
+def refuse_declared_over(request: Request, limit: int, what: str) -> None:
+    """413 at once when the request's Content-Length says it is over ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit} byte limit")
+        raise PayloadTooLarge(f"{what} is larger than the {limit} byte limit")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing bodies over ``limit`` bytes without buffering them."""
+    refuse_declared_over(request, limit, "request body")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -104,16 +104,12 @@ def anthropic_error_event(error: ApiError) -> bytes:
 
 def anthropic_error_response(error: ApiError, request_id: str | None = None) -> Response:
     """``error`` in Anthropic's envelope and status."""
-    headers = error.headers()
-    if request_id:
-        headers["X-Request-ID"] = request_id
-        headers["request-id"] = request_id
-    return Response(
-        orjson.dumps(anthropic_envelope(error)),
-        status_code=anthropic_status(error.status_code),
-        media_type="application/json",
-        headers=headers,
+    response = error_response(
+        error, request_id, envelope=anthropic_envelope(error), status_code=anthropic_status(error.status_code)
     )
+    if request_id:
+        response.headers["request-id"] = request_id  # the header Anthropic's SDK reports
+    return response
 
 
 def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
