@@ -43,7 +43,9 @@ class EventRelay:
         self._replacements = list(replacements)
         self._pending = bytearray()
         self._max_pending = max_pending
-        self._ends = ends
+        # A ``data: [DONE]`` line, or a marker with or without a space after its colon.
+        self._done_line = _DONE_LINE in ends
+        self._markers = [m for end in ends if end != _DONE_LINE for m in (end, end.replace(b":", b": ", 1))]
         self._rename_id = rename_id  # the first response id seen is renamed by it (Responses API)
         self.usage: dict[str, Any] | None = None
         self.done = False
@@ -98,13 +100,11 @@ class EventRelay:
         return events
 
     def _ended(self, events: bytes) -> bool:
-        for end in self._ends:
-            if end == _DONE_LINE:
-                if events.startswith(end) or b"\n" + end in events or b"\r" + end in events:
-                    return True
-            elif end in events or end.replace(b":", b": ", 1) in events:
-                return True
-        return False
+        if self._done_line and (
+            events.startswith(_DONE_LINE) or b"\n" + _DONE_LINE in events or b"\r" + _DONE_LINE in events
+        ):
+            return True
+        return any(marker in events for marker in self._markers)
 
     def _capture_usage(self, events: bytes) -> None:
         for line in events.splitlines():
