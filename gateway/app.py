@@ -180,6 +180,7 @@ def create_app(
                 created=state.started_at,
                 owned_by=group.deployments[0].provider,
                 max_model_len=group.context_tokens(),
+                supports_video=group.supports_video,
             )
             for name, group in state.router.groups.items()
             if principal.may_use(name)
@@ -204,6 +205,7 @@ def create_app(
             created=state.started_at,
             owned_by=group.deployments[0].provider,
             max_model_len=group.context_tokens() if route.wildcard_match is None else None,
+            supports_video=group.supports_video if route.wildcard_match is None else None,
         )
 
     @app.get("/health", tags=["operations"])

@@ -38,7 +38,9 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
     """A human-readable summary of groups, deployments, fallbacks and keys."""
     config = loaded.config
     groups = build_deployments(config, env)
-    lines = ["model group          deployment                provider     upstream model                 vision path"]
+    lines = [
+        "model group          deployment                provider     upstream model                 vision video  path"
+    ]
     for name, deployments in groups.items():
         for d in deployments:
             limits = []
@@ -47,9 +49,10 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
             if d.rpm:
                 limits.append(f"rpm={int(d.rpm.capacity)}")
             vision = "yes" if d.supports_vision else "no"
+            video = "yes" if d.supports_video else "no"
             path = "litellm-sdk" if d.sdk else "fast"
             lines.append(
-                f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6} {path:<11}"
+                f"{name:<20} {d.id:<25} {d.provider:<12} {d.upstream_model:<30} {vision:<6} {video:<6} {path:<11}"
                 f" {d.api_base} timeout={d.timeout:g}s {' '.join(limits)}".rstrip()
             )
     lines.append("")

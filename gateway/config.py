@@ -53,6 +53,8 @@ class LiteLLMParams(_Lenient):
 class ModelInfo(_Lenient):
     id: str | None = None
     supports_vision: bool = False
+    # Takes ``video_url`` parts (a clip as one video item); None: true for vLLM's Qwen VL video models.
+    supports_video: bool | None = None
     mode: str | None = None
     max_input_tokens: int | None = Field(default=None, gt=0)  # the context length, shown by /v1/models
     per_pod: bool = False  # api_base's host is a headless Service: each address is its own deployment

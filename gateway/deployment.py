@@ -33,6 +33,7 @@ class Deployment:
     stream_timeout: float
     weight: float
     supports_vision: bool
+    supports_video: bool = False
     max_parallel: int | None = None
     context_tokens: int | None = None
     sdk: bool = False  # not OpenAI-compatible: served through the litellm SDK (gateway.sdk)

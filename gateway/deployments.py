@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
@@ -18,6 +19,17 @@ from gateway.providers import (
 from gateway.ratelimit import TokenBucket
 from gateway.sdk_fields import sdk_endpoints
 from gateway.upstream import check_deployment
+
+# vLLM's video models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (by name, as served or as on the hub).
+VIDEO_MODELS = re.compile(r"qwen(2|2[._]5|3)[-_]?vl", re.IGNORECASE)
+
+
+def takes_video(provider: str, upstream_model: str, configured: bool | None) -> bool:
+    """Whether a deployment is sent clips as video items: ``model_info.supports_video``, else true
+    for ``hosted_vllm/`` Qwen VL models."""
+    if configured is not None:
+        return configured
+    return provider == "hosted_vllm" and VIDEO_MODELS.search(upstream_model) is not None
 
 
 def build_deployments(config: ProxyConfig, env: Mapping[str, str]) -> dict[str, list[Deployment]]:
@@ -65,6 +77,7 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         stream_timeout=params.stream_timeout or settings.stream_timeout or timeout,
         weight=params.weight,
         supports_vision=entry.model_info.supports_vision,
+        supports_video=takes_video(provider_name, upstream_model, entry.model_info.supports_video),
         max_parallel=params.max_parallel_requests or settings.default_max_parallel_requests,
         context_tokens=entry.model_info.max_input_tokens,
         per_pod=entry.model_info.per_pod,

@@ -151,6 +151,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     max_model_len: int | None = Field(default=None, description="context length in tokens, when configured")
+    supports_video: bool | None = Field(default=None, description="every deployment takes video_url parts")
 
 
 class ModelList(BaseModel):

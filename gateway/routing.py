@@ -44,6 +44,11 @@ class ModelGroup:
         """Whether any deployment of the group takes images."""
         return any(d.supports_vision for d in self.deployments)
 
+    @property
+    def supports_video(self) -> bool:
+        """Whether every deployment of the group takes video items (a clip may go to any of them)."""
+        return bool(self.deployments) and all(d.supports_video for d in self.deployments)
+
 
 @dataclass(frozen=True)
 class Route:

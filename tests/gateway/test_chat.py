@@ -126,6 +126,23 @@ async def test_models_list(upstream: UpstreamFactory, gateway: GatewayFactory) -
     _, _, gw = await _two_groups(upstream, gateway)
     models = await gw.openai().models.list()
     assert [m.id for m in models.data] == ["vision", "chat", "nebius/*"]
+    # vLLM's Qwen2.5-VL takes video items; a cloud chat model is not assumed to.
+    assert [(m.model_extra or {}).get("supports_video") for m in models.data] == [True, False, False]
+
+
+async def test_video_support_is_the_configs_when_it_says(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    vllm = await upstream("vllm")
+    plain = deployment("plain", vllm, model="hosted_vllm/llava-onevision")
+    told = deployment("told", vllm, model="hosted_vllm/llava-onevision")
+    told["model_info"]["supports_video"] = True
+    refused = deployment("refused", vllm)  # a Qwen2.5-VL whose vLLM admits no video
+    refused["model_info"]["supports_video"] = False
+    mixed = [deployment("mixed", vllm), deployment("mixed", vllm, model="hosted_vllm/llava-onevision")]
+    gw = await gateway({"model_list": [plain, told, refused, *mixed]})
+    client = gw.openai()
+    found = {m.id: (m.model_extra or {}).get("supports_video") for m in (await client.models.list()).data}
+    assert found == {"plain": False, "told": True, "refused": False, "mixed": False}  # a clip may go to any of them
+    assert ((await client.models.retrieve("told")).model_extra or {}).get("supports_video") is True
 
 
 async def test_completions_and_embeddings(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
