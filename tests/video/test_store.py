@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.postgres_server import PostgresServer, postgres_server
-from video.store import Session, SessionGone, Store, Summary, open_store
+from video.store import Session, SessionGone, SpeechSegment, SpeechWindow, Store, Summary, open_store
 
 __all__ = ["postgres_server"]
 
@@ -215,3 +215,39 @@ def test_processes_opening_a_new_sqlite_database_together_all_succeed(tmp_path: 
         go.touch()
         errors = [p.communicate(timeout=60)[1].decode() for p in processes]
         assert [p.returncode for p in processes] == [0] * 6, errors
+
+
+def test_a_clip_is_stored_on_its_frames_with_its_time_range(store: Store) -> None:
+    store.create_session(_session("s"))
+    for index in range(3):
+        store.save_frame("s", index, float(index), "a box is opened", None, b"jpeg", (0.0, 10.0))
+    store.save_frame("s", 3, 3.0, "a cat")
+    frames = store.frames("s")
+    assert [f.clip for f in frames] == [(0.0, 10.0)] * 3 + [None]
+    assert store.frames_at("s", [1])[0].clip == (0.0, 10.0)
+    assert store.frame_at_time("s", 2.5) == 2
+    assert store.frame_at_time("s", -1.0) == 0
+
+
+def test_speech_windows_are_idempotent_and_a_transcript_survives_a_later_failure(store: Store) -> None:
+    store.create_session(_session("s"))
+    store.create_session(_session("other", owner="bob"))
+    heard = [SpeechSegment(31.0, 33.5, "the deadline is on Friday"), SpeechSegment(40.0, 41.0, "open the box")]
+    assert store.save_speech("s", SpeechWindow(1, 30.0, 60.0), heard)
+    assert store.save_speech("s", SpeechWindow(1, 30.0, 60.0), heard)  # a retried window replaces its rows
+    assert store.save_speech("s", SpeechWindow(0, 0.0, 30.0, "the gateway answered 503"), [])
+    assert store.save_speech("other", SpeechWindow(0, 0.0, 30.0), [SpeechSegment(1.0, 2.0, "a deadline elsewhere")])
+    # An activity run twice (at-least-once): its second attempt of window 1 failed.
+    assert not store.save_speech("s", SpeechWindow(1, 30.0, 60.0, "the gateway answered 429"), [])
+    assert store.speech("s") == heard
+    assert store.speech("s", 35.0, 60.0) == heard[1:]
+    assert [(w.index, w.error) for w in store.speech_windows("s")] == [(0, "the gateway answered 503"), (1, None)]
+    assert store.rank_speech("s", ["deadline"], 5) == heard[:1]  # its search row is still there
+    assert [(m.session_id, m.start_s) for m in store.search_speech("alice", ["deadline"], 5)] == [("s", 31.0)]
+    assert store.save_speech("s", SpeechWindow(0, 0.0, 30.0), [])  # the failed window succeeds later
+    assert [w.error for w in store.speech_windows("s")] == [None, None]
+    store.delete_session("s")
+    assert store.speech("s") == []
+    assert store.speech_windows("s") == []
+    with pytest.raises(SessionGone):
+        store.save_speech("s", SpeechWindow(2, 60.0, 90.0), [])

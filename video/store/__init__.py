@@ -9,16 +9,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from video.store.base import SessionGone, Store, StoreUnavailable
-from video.store.records import STATUSES, FrameRecord, Moment, Session, StoredFrame, Summary
+from video.store.records import (
+    AUDIO_STATES,
+    STATUSES,
+    FrameRecord,
+    Moment,
+    Session,
+    SpeechSegment,
+    SpeechWindow,
+    SpokenMoment,
+    StoredFrame,
+    Summary,
+)
 from video.store.sqlite import SQLiteStore
 
 __all__ = [
+    "AUDIO_STATES",
     "STATUSES",
     "FrameRecord",
     "Moment",
     "SQLiteStore",
     "Session",
     "SessionGone",
+    "SpeechSegment",
+    "SpeechWindow",
+    "SpokenMoment",
     "Store",
     "StoreUnavailable",
     "StoredFrame",

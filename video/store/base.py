@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from video.store.records import FrameRecord, Moment, Session, StoredFrame, Summary
+from video.store.queries import LAST_TIME_S
+from video.store.records import (
+    FrameRecord,
+    Moment,
+    Session,
+    SpeechSegment,
+    SpeechWindow,
+    SpokenMoment,
+    StoredFrame,
+    Summary,
+)
 
 # The condition of both stores' frame upsert: a description once stored is never replaced by a
 # failure (at-least-once work: a retried segment whose later attempt got a 429 or a timeout).
@@ -46,9 +56,11 @@ class Store(Protocol):
         description: str | None,
         error: str | None = None,
         thumbnail: bytes | None = None,
+        clip: tuple[float, float] | None = None,
     ) -> None:
-        """Store one frame's result, replacing an earlier one unless that was a description and this
-        is a failure (a description once stored is kept); ``SessionGone`` once the session is deleted."""
+        """Store one frame's result (``clip``: the time range of the clip it was described in),
+        replacing an earlier one unless that was a description and this is a failure (a description
+        once stored is kept); ``SessionGone`` once the session is deleted."""
         ...
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]: ...
@@ -94,3 +106,22 @@ class Store(Protocol):
     def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]: ...
 
     def frames_at(self, session_id: str, indices: list[int]) -> list[FrameRecord]: ...
+
+    def frame_at_time(self, session_id: str, timestamp_s: float) -> int | None:
+        """The last frame at or before ``timestamp_s``, else the first one after it."""
+        ...
+
+    def save_speech(self, session_id: str, window: SpeechWindow, segments: list[SpeechSegment]) -> bool:
+        """Store a transcription window's result and its segments, replacing an earlier result unless
+        that was a transcript and this a failure (False then: it is kept); ``SessionGone`` once deleted."""
+        ...
+
+    def speech_windows(self, session_id: str) -> list[SpeechWindow]: ...
+
+    def speech(self, session_id: str, start_s: float = 0.0, end_s: float = LAST_TIME_S) -> list[SpeechSegment]:
+        """The stored speech segments starting in ``start_s``..``end_s`` (all by default), in time order."""
+        ...
+
+    def rank_speech(self, session_id: str, terms: list[str], limit: int) -> list[SpeechSegment]: ...
+
+    def search_speech(self, owner: str | None, terms: list[str], limit: int) -> list[SpokenMoment]: ...

@@ -13,11 +13,15 @@ from psycopg.rows import TupleRow
 
 from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
-from video.store.queries import LAST_FRAME_INDEX, Statements
+from video.store.queries import FRAME_COLUMNS, LAST_FRAME_INDEX, LAST_TIME_S, Statements
 from video.store.records import (
+    INSERT_COLUMNS,
     FrameRecord,
     Moment,
     Session,
+    SpeechSegment,
+    SpeechWindow,
+    SpokenMoment,
     StoredFrame,
     Summary,
     session_values,
@@ -27,13 +31,14 @@ from video.store.records import (
 log = logging.getLogger("video.store")
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
-SQL = Statements("%s")
 CONNECT_TIMEOUT_S = 5
 MIGRATION_LOCK = 0x76696465  # one process migrates at a time
 NOW = "extract(epoch from clock_timestamp())"
+SQL = Statements("%s", NOW)
+# In the order of Session's fields.
 SESSION_COLUMNS = (
     "id, owner, filename, video_path, status, options, prompt, duration_s, total_frames, warnings, error, "
-    "created_at, updated_at"
+    "created_at, updated_at, audio"
 )
 
 
@@ -98,8 +103,8 @@ class PostgresStore:
     def create_session(self, session: Session) -> None:
         def insert(conn: Connection) -> None:
             conn.execute(
-                f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES "  # noqa: S608
-                f"(%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s::jsonb,%s,{NOW},{NOW}) ON CONFLICT (id) DO NOTHING",
+                f"INSERT INTO sessions ({INSERT_COLUMNS}) VALUES "  # noqa: S608
+                f"(%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s::jsonb,%s,%s,{NOW},{NOW}) ON CONFLICT (id) DO NOTHING",
                 session_values(session),
             )
 
@@ -137,16 +142,20 @@ class PostgresStore:
         description: str | None,
         error: str | None = None,
         thumbnail: bytes | None = None,
+        clip: tuple[float, float] | None = None,
     ) -> None:
         sql = (
-            "INSERT INTO frames (session_id, frame_index, timestamp_s, description, error, thumbnail, stored_at) "  # noqa: S608
-            f"VALUES (%s,%s,%s,%s,%s,%s,{NOW}) ON CONFLICT (session_id, frame_index) DO UPDATE SET "
-            "timestamp_s = excluded.timestamp_s, description = excluded.description, error = excluded.error, "
-            "thumbnail = COALESCE(excluded.thumbnail, frames.thumbnail), stored_at = excluded.stored_at "
+            "INSERT INTO frames (session_id, frame_index, timestamp_s, description, error, thumbnail, clip_start_s, "  # noqa: S608
+            f"clip_end_s, stored_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,{NOW}) ON CONFLICT (session_id, frame_index) "
+            "DO UPDATE SET timestamp_s = excluded.timestamp_s, description = excluded.description, "
+            "error = excluded.error, thumbnail = COALESCE(excluded.thumbnail, frames.thumbnail), "
+            "clip_start_s = excluded.clip_start_s, clip_end_s = excluded.clip_end_s, stored_at = excluded.stored_at "
             + KEEP_DESCRIPTION
         )
+        start, end = clip if clip is not None else (None, None)
+        values = (session_id, index, timestamp_s, description, error, thumbnail, start, end)
         try:
-            self._run(lambda conn: conn.execute(sql, (session_id, index, timestamp_s, description, error, thumbnail)))
+            self._run(lambda conn: conn.execute(sql, values))
         except pg_errors.ForeignKeyViolation as exc:
             raise SessionGone(session_id) from exc
 
@@ -157,7 +166,7 @@ class PostgresStore:
 
     def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
         rows = self._run(lambda conn: conn.execute(SQL.frames_stored_since, (session_id, since)).fetchall())
-        return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
+        return [StoredFrame(r[0], FrameRecord(*r[1:])) for r in rows]
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         rows = self._run(
@@ -315,12 +324,70 @@ class PostgresStore:
             return []
         rows = self._run(
             lambda conn: conn.execute(
-                "SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = %s "
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE session_id = %s "  # noqa: S608
                 "AND frame_index = ANY(%s) ORDER BY frame_index",
                 (session_id, indices),
             ).fetchall()
         )
         return [FrameRecord(*r) for r in rows]
+
+    def frame_at_time(self, session_id: str, timestamp_s: float) -> int | None:
+        """The last frame at or before ``timestamp_s``, else the first one after it."""
+        row = self._run(lambda conn: conn.execute(SQL.frame_at_time, (session_id, timestamp_s, timestamp_s)).fetchone())
+        return int(row[0]) if row else None
+
+    def save_speech(self, session_id: str, window: SpeechWindow, segments: list[SpeechSegment]) -> bool:
+        def write(conn: Connection) -> bool:
+            with conn.transaction():
+                if window.error is not None and conn.execute(SQL.window_done, (session_id, window.index)).fetchone():
+                    return False
+                conn.execute(SQL.save_window, (session_id, window.index, window.start_s, window.end_s, window.error))
+                conn.execute(SQL.delete_window_speech, (session_id, window.index))
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        SQL.insert_speech,
+                        [(session_id, window.index, i, s.start_s, s.end_s, s.text) for i, s in enumerate(segments)],
+                    )
+            return True
+
+        try:
+            return self._run(write)
+        except pg_errors.ForeignKeyViolation as exc:
+            raise SessionGone(session_id) from exc
+
+    def speech_windows(self, session_id: str) -> list[SpeechWindow]:
+        rows = self._run(lambda conn: conn.execute(SQL.speech_windows, (session_id,)).fetchall())
+        return [SpeechWindow(*r) for r in rows]
+
+    def speech(self, session_id: str, start_s: float = 0.0, end_s: float = LAST_TIME_S) -> list[SpeechSegment]:
+        rows = self._run(lambda conn: conn.execute(SQL.speech, (session_id, start_s, end_s)).fetchall())
+        return [SpeechSegment(*r) for r in rows]
+
+    def rank_speech(self, session_id: str, terms: list[str], limit: int) -> list[SpeechSegment]:
+        if not terms:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT start_s, end_s, text FROM speech, to_tsquery('english', %s) q WHERE session_id = %s "
+                "AND search @@ q ORDER BY ts_rank_cd(search, q) DESC, start_s LIMIT %s",
+                (ts_query(terms), session_id, limit),
+            ).fetchall()
+        )
+        return [SpeechSegment(*r) for r in rows]
+
+    def search_speech(self, owner: str | None, terms: list[str], limit: int) -> list[SpokenMoment]:
+        if not terms:
+            return []
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT s.session_id, v.filename, s.start_s, s.end_s, s.text "
+                "FROM speech s JOIN sessions v ON v.id = s.session_id, to_tsquery('english', %s) q "
+                "WHERE s.search @@ q AND v.owner IS NOT DISTINCT FROM %s "
+                "ORDER BY ts_rank_cd(s.search, q) DESC LIMIT %s",
+                (ts_query(terms), owner, limit),
+            ).fetchall()
+        )
+        return [SpokenMoment(*r) for r in rows]
 
 
 def _session(row: tuple[Any, ...]) -> Session:

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("queued", "processing", "completed", "failed")
-UPDATABLE = frozenset({"status", "total_frames", "warnings", "error", "duration_s"})
+UPDATABLE = frozenset({"status", "total_frames", "warnings", "error", "duration_s", "audio"})
+AUDIO_STATES = ("none", "not transcribed", "transcribing", "done")
+# The columns a new session is written with, in ``session_values``' order (then created_at, updated_at).
+INSERT_COLUMNS = (
+    "id, owner, filename, video_path, status, options, prompt, duration_s, total_frames, warnings, error, audio, "
+    "created_at, updated_at"
+)
 
 
 @dataclass
@@ -25,6 +31,7 @@ class Session:
     error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    audio: str = "none"  # the soundtrack: one of AUDIO_STATES
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,44 @@ class FrameRecord:
     timestamp_s: float
     description: str | None
     error: str | None
+    clip_start_s: float | None = None  # described as part of a clip: its time range
+    clip_end_s: float | None = None
+
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        if self.clip_start_s is None or self.clip_end_s is None:
+            return None
+        return self.clip_start_s, self.clip_end_s
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """What was said from ``start_s`` to ``end_s`` (seconds from the video's start)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class SpeechWindow:
+    """A stretch of the soundtrack transcribed in one request; ``error`` when it failed."""
+
+    index: int
+    start_s: float
+    end_s: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SpokenMoment:
+    """A speech segment found by a search, with the session it belongs to."""
+
+    session_id: str
+    filename: str
+    start_s: float
+    end_s: float
+    text: str
 
 
 @dataclass(frozen=True)
@@ -65,7 +110,8 @@ class StoredFrame:
 
 
 def session_values(session: Session) -> tuple[Any, ...]:
-    """A session's columns from ``id`` to ``error`` as both stores write them (JSON for lists and maps)."""
+    """A session's columns from ``id`` to ``audio`` (``INSERT_COLUMNS``) as both stores write them (JSON for
+    lists and maps)."""
     return (
         session.id,
         session.owner,
@@ -78,6 +124,7 @@ def session_values(session: Session) -> tuple[Any, ...]:
         session.total_frames,
         json.dumps(session.warnings),
         session.error,
+        session.audio,
     )
 
 

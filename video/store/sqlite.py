@@ -13,11 +13,15 @@ from typing import Any
 
 from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
-from video.store.queries import LAST_FRAME_INDEX, Statements
+from video.store.queries import FRAME_COLUMNS, LAST_FRAME_INDEX, LAST_TIME_S, Statements
 from video.store.records import (
+    INSERT_COLUMNS,
     FrameRecord,
     Moment,
     Session,
+    SpeechSegment,
+    SpeechWindow,
+    SpokenMoment,
     StoredFrame,
     Summary,
     session_values,
@@ -25,11 +29,13 @@ from video.store.records import (
 )
 
 SAVE_FRAME = (
-    "INSERT INTO frames VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "  # noqa: S608
+    "INSERT INTO frames (session_id, frame_index, timestamp_s, description, error, thumbnail, stored_at, "  # noqa: S608
+    "clip_start_s, clip_end_s) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(session_id, frame_index) DO UPDATE SET "
     "timestamp_s=excluded.timestamp_s, description=excluded.description, error=excluded.error, "
-    f"thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), stored_at=excluded.stored_at {KEEP_DESCRIPTION}"
+    "thumbnail=COALESCE(excluded.thumbnail, frames.thumbnail), stored_at=excluded.stored_at, "
+    f"clip_start_s=excluded.clip_start_s, clip_end_s=excluded.clip_end_s {KEEP_DESCRIPTION}"
 )
-SQL = Statements("?")
+SQL = Statements("?", "((julianday('now') - 2440587.5) * 86400.0)")
 BUSY_TIMEOUT_S = 30  # another process's write transaction is waited for this long
 
 
@@ -93,7 +99,7 @@ class SQLiteStore:
 
     def _index_existing_rows(self) -> None:
         """Fill the full-text indexes of a database written before they existed."""
-        for table in ("frames", "summaries"):
+        for table in ("frames", "summaries", "speech"):
             indexed = self._db.execute(f"SELECT COUNT(*) FROM {table}_fts").fetchone()[0]  # noqa: S608
             if not indexed and self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
                 self._db.execute(f"INSERT INTO {table}_fts({table}_fts) VALUES ('rebuild')")  # noqa: S608
@@ -128,7 +134,8 @@ class SQLiteStore:
         now = time.time()
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                f"INSERT INTO sessions ({INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                "ON CONFLICT(id) DO NOTHING",
                 (*session_values(session), now, now),
             )
 
@@ -172,12 +179,14 @@ class SQLiteStore:
         description: str | None,
         error: str | None = None,
         thumbnail: bytes | None = None,
+        clip: tuple[float, float] | None = None,
     ) -> None:
+        start, end = clip if clip is not None else (None, None)
         try:
             with self._transaction() as db:
                 db.execute(
                     SAVE_FRAME,
-                    (session_id, index, timestamp_s, description, error, thumbnail, time.time()),
+                    (session_id, index, timestamp_s, description, error, thumbnail, time.time(), start, end),
                 )
         except sqlite3.IntegrityError as exc:
             raise SessionGone(session_id) from exc
@@ -188,7 +197,7 @@ class SQLiteStore:
     def frames_stored_since(self, session_id: str, since: float) -> list[StoredFrame]:
         with self._reading() as db:
             rows = db.execute(SQL.frames_stored_since, (session_id, since)).fetchall()
-        return [StoredFrame(r[0], FrameRecord(r[1], r[2], r[3], r[4])) for r in rows]
+        return [StoredFrame(r[0], FrameRecord(*tuple(r)[1:])) for r in rows]
 
     def frames(self, session_id: str, first: int = 0, last: int | None = None) -> list[FrameRecord]:
         """Frames ``first``..``last`` (inclusive; all by default) in order."""
@@ -196,7 +205,7 @@ class SQLiteStore:
             rows = db.execute(
                 SQL.frames_in_range, (session_id, first, last if last is not None else LAST_FRAME_INDEX)
             ).fetchall()
-        return [FrameRecord(r["frame_index"], r["timestamp_s"], r["description"], r["error"]) for r in rows]
+        return [FrameRecord(*r) for r in rows]
 
     def described_indices(self, session_id: str, first: int = 0, last: int | None = None) -> set[int]:
         with self._reading() as db:
@@ -312,7 +321,7 @@ class SQLiteStore:
     def frames_without_embedding(self, session_id: str, model: str, limit: int) -> list[FrameRecord]:
         with self._reading() as db:
             rows = db.execute(SQL.frames_without_embedding, (model, session_id, limit)).fetchall()
-        return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
+        return [FrameRecord(*r) for r in rows]
 
     def summary_count(self, session_id: str) -> int:
         with self._reading() as db:
@@ -331,11 +340,67 @@ class SQLiteStore:
         marks = ",".join("?" * len(indices))
         with self._reading() as db:
             rows = db.execute(
-                f"SELECT frame_index, timestamp_s, description, error FROM frames WHERE session_id = ? "  # noqa: S608
+                f"SELECT {FRAME_COLUMNS} FROM frames WHERE session_id = ? "  # noqa: S608
                 f"AND frame_index IN ({marks}) ORDER BY frame_index",
                 (session_id, *indices),
             ).fetchall()
-        return [FrameRecord(r[0], r[1], r[2], r[3]) for r in rows]
+        return [FrameRecord(*r) for r in rows]
+
+    def frame_at_time(self, session_id: str, timestamp_s: float) -> int | None:
+        """The last frame at or before ``timestamp_s``, else the first one after it."""
+        with self._reading() as db:
+            row = db.execute(SQL.frame_at_time, (session_id, timestamp_s, timestamp_s)).fetchone()
+        return int(row[0]) if row else None
+
+    def save_speech(self, session_id: str, window: SpeechWindow, segments: list[SpeechSegment]) -> bool:
+        try:
+            with self._transaction() as db:
+                if window.error is not None and db.execute(SQL.window_done, (session_id, window.index)).fetchone():
+                    return False
+                db.execute(SQL.save_window, (session_id, window.index, window.start_s, window.end_s, window.error))
+                db.execute(SQL.delete_window_speech, (session_id, window.index))
+                db.executemany(
+                    SQL.insert_speech,
+                    [(session_id, window.index, i, s.start_s, s.end_s, s.text) for i, s in enumerate(segments)],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise SessionGone(session_id) from exc
+        return True
+
+    def speech_windows(self, session_id: str) -> list[SpeechWindow]:
+        with self._reading() as db:
+            rows = db.execute(SQL.speech_windows, (session_id,)).fetchall()
+        return [SpeechWindow(*r) for r in rows]
+
+    def speech(self, session_id: str, start_s: float = 0.0, end_s: float = LAST_TIME_S) -> list[SpeechSegment]:
+        with self._reading() as db:
+            rows = db.execute(SQL.speech, (session_id, start_s, end_s)).fetchall()
+        return [SpeechSegment(*r) for r in rows]
+
+    def rank_speech(self, session_id: str, terms: list[str], limit: int) -> list[SpeechSegment]:
+        """The session's speech segments best matching any of ``terms`` (BM25), best first."""
+        if not terms:
+            return []
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT s.start_s, s.end_s, s.text FROM speech_fts JOIN speech s ON s.rowid = speech_fts.rowid "
+                "WHERE speech_fts MATCH ? AND s.session_id = ? ORDER BY bm25(speech_fts) LIMIT ?",
+                (match_expression(terms), session_id, limit),
+            ).fetchall()
+        return [SpeechSegment(*r) for r in rows]
+
+    def search_speech(self, owner: str | None, terms: list[str], limit: int) -> list[SpokenMoment]:
+        """The speech of ``owner``'s sessions best matching any of ``terms`` (BM25), best first."""
+        if not terms:
+            return []
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT s.session_id, v.filename, s.start_s, s.end_s, s.text FROM speech_fts "
+                "JOIN speech s ON s.rowid = speech_fts.rowid JOIN sessions v ON v.id = s.session_id "
+                "WHERE speech_fts MATCH ? AND v.owner IS ? ORDER BY bm25(speech_fts) LIMIT ?",
+                (match_expression(terms), owner, limit),
+            ).fetchall()
+        return [SpokenMoment(*r) for r in rows]
 
 
 def _session(row: sqlite3.Row) -> Session:
@@ -353,6 +418,7 @@ def _session(row: sqlite3.Row) -> Session:
         error=row["error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        audio=row["audio"],
     )
 
 
