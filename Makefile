@@ -11,7 +11,7 @@ VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),launch/requ
 # Wheels that pip finds through PIP_FIND_LINKS (torch's CPU build on some machines) are offered to uv too.
 FIND_LINKS := $(foreach dir,$(PIP_FIND_LINKS),--find-links $(dir))
 
-.PHONY: install vllm-env browser redis postgres up test check lint typecheck unit bench clean
+.PHONY: install vllm-env browser redis postgres speech up test check lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ postgres:
 		apt-get install -y -q postgresql >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; \
 	else echo "PostgreSQL is not installed and cannot be installed here: the shared-store tests will fail"; fi; }
 
+# The soundtrack tests speak with Debian's espeak-ng (test speech made locally), installed the same way.
+speech:
+	@command -v espeak-ng >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q espeak-ng >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null; }; \
+	else echo "espeak-ng is not installed and cannot be installed here: the soundtrack tests will fail"; fi; }
+
 up: install vllm-env
 	$(BIN)/launch up
 
@@ -61,11 +68,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck vllm-env browser redis postgres
+test: lint typecheck vllm-env browser redis postgres speech
 	$(BIN)/pytest
 
 # The edit-test loop: lint, types, unit and service tests; no vLLM, no browser, no wheel build.
-check: lint typecheck redis postgres
+check: lint typecheck redis postgres speech
 	$(BIN)/pytest -m "unit or service"
 
 unit: install

@@ -105,7 +105,9 @@ async def fan_out_efficiency(video: Path, capacity: int, latency: float, concurr
     options = SamplingOptions(fps=frames / info.duration_s, max_frames=frames, max_side=768)
     done = 0
 
-    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+    async def on_result(
+        batch: list[SampledFrame], clip: tuple[float, float] | None, description: str | None, error: str | None
+    ) -> None:
         nonlocal done
         assert error is None, error
         done += len(batch)

@@ -7,15 +7,18 @@ slowly, or drop a stream midway. It records every request body it received.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import signal
 import socket
 import subprocess
 import time
+import wave
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import uvicorn
 from aiohttp import web
@@ -42,6 +45,8 @@ class Behaviour:
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
     embedding_dimensions: int | None = None  # pad each vector to this many numbers (4096: a large model's)
     tool_call: tuple[str, str] | None = None  # with tools in the request: call this (name, JSON arguments)
+    heard: str | None = None  # transcriptions: each loud stretch of a WAV upload is a segment saying this
+    # (several texts separated by "|": the stretches say them in turn)
 
 
 # Words the fake embedding model treats as meaning the same (what dense retrieval adds to BM25).
@@ -49,6 +54,25 @@ SYNONYMS = {"bike": "bicycle", "bikes": "bicycle", "bicycles": "bicycle", "cat":
 EMBEDDING_DIMENSIONS = 64
 # Like a real embedding model, the fake gives function words no weight.
 FUNCTION_WORDS = frozenset("a an and at by for from in into is it of on onto or the there to when where with".split())  # noqa: SIM905
+
+
+def loud_stretches(wav: bytes, frame_s: float = 0.05, quiet: float = 0.01) -> tuple[float, list[tuple[float, float]]]:
+    """A 16-bit mono WAV's duration and its stretches louder than ``quiet`` (a recogniser's segments:
+    where someone speaks), gaps under 0.3 s bridged."""
+    with wave.open(io.BytesIO(wav)) as reader:
+        rate = reader.getframerate()
+        samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2").astype(np.float32) / 32768
+    frame = int(frame_s * rate)
+    count = len(samples) // frame
+    loud = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1)) > quiet
+    stretches: list[tuple[float, float]] = []
+    for n in np.flatnonzero(loud):
+        start, end = n * frame_s, (n + 1) * frame_s
+        if stretches and start - stretches[-1][1] < 0.3:
+            stretches[-1] = (stretches[-1][0], end)
+        else:
+            stretches.append((start, end))
+    return len(samples) / rate, [(round(a, 2), round(b, 2)) for a, b in stretches]
 
 
 def embedding_of(text: str) -> list[float]:
@@ -339,7 +363,17 @@ class FakeUpstream:
         if kind == "vtt":
             return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n{text}\n\n", content_type="text/plain")
         if kind == "verbose_json":
-            verbose = {"task": "transcribe", "language": "en", "duration": 1.5, "text": text, "segments": [segment]}
+            segments = [segment]
+            duration = 1.5
+            if self.behaviour.heard is not None:
+                duration, stretches = loud_stretches(audio)
+                said = self.behaviour.heard.split("|")
+                segments = [
+                    {**segment, "id": n, "start": start, "end": end, "text": f" {said[n % len(said)]}"}
+                    for n, (start, end) in enumerate(stretches)
+                ]
+                text = " ".join(s["text"].strip() for s in segments)
+            verbose = {"task": "transcribe", "language": "en", "duration": duration, "text": text, "segments": segments}
             return web.json_response(verbose)
         return web.json_response({"text": text, "usage": {"type": "duration", "seconds": 2}})
 

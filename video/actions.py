@@ -13,8 +13,10 @@ from typing import Any
 import openai
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from common.errors import InvalidRequest, UpstreamFailed
+from video.audio import audio_only, probe_audio
 from video.chat import Context, ContextTooSmall, build_context
 from video.context_window import TokenEstimate
 from video.fanout import timestamp_label
@@ -22,8 +24,9 @@ from video.probe import VideoRejected, probe
 from video.protocol import ChatRequest
 from video.sampling import SamplingOptions, expected_frames
 from video.state import ServiceState, session_or_404
-from video.store import Session
+from video.store import Moment, Session, SpokenMoment
 from video.time_ranges import time_range
+from video.transcription import joined, srt, webvtt
 from video.upload import receive_upload, safe_name
 
 log = logging.getLogger("video")
@@ -54,6 +57,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
         max_frames = form_number(fields, "max_frames", None, 1, settings.max_frames_limit)
         scene = form_number(fields, "scene_threshold", None, 0.5, 255)
         per_request = form_number(fields, "frames_per_request", settings.frames_per_request, 1, 16)
+        chunk_seconds = form_number(fields, "chunk_seconds", settings.chunk_seconds, 1, 300) or settings.chunk_seconds
         path = folder / safe_name(received.filename)
         (folder / "upload").rename(path)
         try:
@@ -61,7 +65,16 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
                 probe, path, settings.max_upload_bytes, settings.max_duration_s, settings.max_video_pixels
             )
         except VideoRejected as exc:
-            raise InvalidRequest(f"{safe_name(received.filename)}: {exc}", param="file", code="invalid_video") from None
+            reason = str(exc)
+            if await asyncio.to_thread(audio_only, path):
+                reason = (
+                    "the file has a soundtrack but no video; audio-only files are not analysed here "
+                    "(the gateway's /v1/audio/transcriptions transcribes them)"
+                )
+            raise InvalidRequest(
+                f"{safe_name(received.filename)}: {reason}", param="file", code="invalid_video"
+            ) from None
+        track = await asyncio.to_thread(probe_audio, path)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -73,16 +86,36 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
         scene_threshold=scene,
     )
     total = expected_frames(info, options)
-    stored_options = {**options.__dict__, "frames_per_request": int(per_request or 1)}
+    clip_mode = "video" if await state.video_support.takes_video() else "images"
+    stored_options = {
+        **options.__dict__,
+        "frames_per_request": int(per_request or 1),
+        "clip_mode": clip_mode,
+        "chunk_seconds": chunk_seconds,
+    }
     prompt = fields.get("prompt", "").strip() or None
+    audio = "none" if track is None else "transcribing" if settings.transcription_model else "not transcribed"
     session = Session(
-        session_id, owner, received.filename, str(path), "queued", stored_options, prompt, info.duration_s, total
+        session_id,
+        owner,
+        received.filename,
+        str(path),
+        "queued",
+        stored_options,
+        prompt,
+        info.duration_s,
+        total,
+        audio=audio,
     )
     await asyncio.to_thread(state.store.create_session, session)
     await state.jobs.start(session_id)
     return {
         "session_id": session_id,
-        "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video",
+        "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video"
+        + (f", described in clips of {chunk_seconds:g}s" if clip_mode == "video" else "")
+        + {"none": ", no soundtrack", "not transcribed": ", soundtrack not transcribed"}.get(
+            audio, ", soundtrack transcribed"
+        ),
         "total_frames": total,
         "workflow_id": f"video-analysis-{session_id}",
         "duration_s": round(info.duration_s, 3),
@@ -106,6 +139,8 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
     )
 
     ranked = await state.retriever.rank(session.id, body.question)
+    ranked_speech = await state.retriever.rank_speech(session.id, body.question)
+    speech = joined(await asyncio.to_thread(state.store.speech, session.id))
     window = time_range(body.question, session.duration_s)
     overviews = await asyncio.to_thread(state.store.overviews, session.id)
 
@@ -120,6 +155,8 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
             ranked=ranked,
             window=window,
             overviews=overviews,
+            speech=speech,
+            ranked_speech=ranked_speech,
         )
 
     try:
@@ -143,6 +180,7 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
             {"index": f.index, "timestamp_s": f.timestamp_s, "timestamp": timestamp_label(f.timestamp_s)}
             for f in retrieved
         ],
+        "speech_segments_in_context": context.speech_used,
         "progress_percentage": progress["progress_percentage"],
         "status": progress["status"],
         "covered_until_s": reached,
@@ -185,21 +223,47 @@ async def event_stream(state: ServiceState, session_id: str) -> AsyncIterator[by
 
 
 async def search(state: ServiceState, owner: str | None, query: str, limit: int) -> dict[str, Any]:
-    """The moments across the caller's sessions that best match ``query``."""
+    """The moments across the caller's sessions that best match ``query``: seen and said."""
     sessions = [s.id for s in await asyncio.to_thread(state.store.list_sessions, owner)]
     moments = await state.retriever.search(owner, sessions, query, limit)
+    return {"query": query, "results": [await _result(state, m) for m in moments]}
+
+
+async def _result(state: ServiceState, moment: Moment | SpokenMoment) -> dict[str, Any]:
+    if isinstance(moment, SpokenMoment):
+        index = await asyncio.to_thread(state.store.frame_at_time, moment.session_id, moment.start_s)
+        frame = index if index is not None else 0
+        start, text, kind, end = moment.start_s, moment.text, "speech", moment.end_s
+    else:
+        frame, start, text, kind, end = moment.index, moment.timestamp_s, moment.description, "vision", None
     return {
-        "query": query,
-        "results": [
-            {
-                "session_id": m.session_id,
-                "filename": m.filename,
-                "index": m.index,
-                "timestamp_s": m.timestamp_s,
-                "timestamp": timestamp_label(m.timestamp_s),
-                "description": m.description,
-                "thumbnail_url": f"/sessions/{m.session_id}/frames/{m.index}.jpg",
-            }
-            for m in moments
-        ],
+        "session_id": moment.session_id,
+        "filename": moment.filename,
+        "index": frame,
+        "timestamp_s": start,
+        "timestamp": timestamp_label(start),
+        "description": text,
+        "thumbnail_url": f"/sessions/{moment.session_id}/frames/{frame}.jpg",
+        "kind": kind,
+        "end_s": end,
     }
+
+
+def transcript(state: ServiceState, session: Session, kind: str) -> Response:
+    """The session's transcript as JSON, WebVTT or SubRip (blocking: a plain handler calls it)."""
+    segments = joined(state.store.speech(session.id))
+    if kind == "vtt":
+        return Response(webvtt(segments), media_type="text/vtt; charset=utf-8")
+    if kind == "srt":
+        return Response(srt(segments), media_type="application/x-subrip; charset=utf-8")
+    failed = [w for w in state.store.speech_windows(session.id) if w.error is not None]
+    body = {
+        "session_id": session.id,
+        "audio": session.audio,
+        "segments": [
+            {"start_s": s.start_s, "end_s": s.end_s, "start": timestamp_label(s.start_s), "text": s.text}
+            for s in segments
+        ],
+        "failed": [{"start_s": w.start_s, "end_s": w.end_s, "error": w.error} for w in failed],
+    }
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -24,6 +24,7 @@ from common.errors import (
     install_error_handlers,
 )
 from video import actions
+from video.capabilities import VideoSupport
 from video.components import Components, build_components
 from video.fanout import timestamp_label
 from video.jobs import EventHub, JobEngine, LocalEngine
@@ -38,6 +39,7 @@ from video.protocol import (
     SearchResponse,
     SessionListItem,
     SummariesResponse,
+    TranscriptResponse,
     UploadResponse,
 )
 from video.retrieval import Retriever
@@ -92,6 +94,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
             parts.chat,
             [digest(k) for k in keys],
             Retriever(store, parts.embedder),
+            VideoSupport(parts.client, settings.vision_model, settings.clip_mode),
         )
         resumed = await jobs.resume_all()
         if resumed:
@@ -157,10 +160,24 @@ def create_app(settings: VideoSettings) -> FastAPI:
                     "description": f.description,
                     "error": f.error,
                     "thumbnail_url": f"/sessions/{session_id}/frames/{f.index}.jpg",
+                    "clip_start_s": f.clip_start_s,
+                    "clip_end_s": f.clip_end_s,
                 }
                 for f in state.store.frames(session_id)
             ],
         }
+
+    @app.get(
+        "/sessions/{session_id}/transcript",
+        tags=["video"],
+        response_model=None,
+        responses={200: {"model": TranscriptResponse, "content": {"text/vtt": {}, "application/x-subrip": {}}}},
+    )
+    def transcript(
+        session_id: str, state: StateDep, owner: OwnerDep, format: Literal["json", "vtt", "srt"] = "json"
+    ) -> Response:
+        """What was said, with times: JSON segments, or subtitles (``?format=vtt`` or ``srt``)."""
+        return actions.transcript(state, session_or_404(state, session_id, owner), format)
 
     @app.get("/sessions/{session_id}/frames/{index}.jpg", tags=["video"])
     def thumbnail(session_id: str, index: int, state: StateDep, owner: OwnerDep) -> Response:
@@ -238,7 +255,9 @@ async def _engine(settings: VideoSettings, store: Store, parts: Components) -> J
         from video.temporal.engine import TemporalEngine
 
         return await TemporalEngine.connect(settings, store)
-    return LocalEngine(store, parts.describer, parts.summariser, EventHub(), parts.job_settings)
+    return LocalEngine(
+        store, parts.describer, parts.summariser, EventHub(), parts.job_settings, soundtrack=parts.soundtrack
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:

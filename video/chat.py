@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import TypeVar
 
 import openai
@@ -18,16 +19,18 @@ from openai import AsyncOpenAI
 
 from video.context_window import TEMPLATE_TOKENS, ContextTooSmall, TokenEstimate, overflow_of
 from video.fanout import timestamp_label
-from video.store import FrameRecord, Summary
+from video.store import FrameRecord, SpeechSegment, Summary
 
 log = logging.getLogger("video.chat")
 
 SUMMARY_PROMPT = (
-    "Summarise what happens in this part of a video, from its timestamped frame descriptions. "
+    "Summarise what happens in this part of a video, from its timestamped descriptions and what is said "
+    "in it (lines marked (said)). "
     "Keep the timestamps of the key moments. Be concise."
 )
 ANSWER_PROMPT = (
-    "You answer questions about a video using only its timestamped frame descriptions and summaries. "
+    "You answer questions about a video using only its timestamped descriptions, summaries and what is said "
+    "in it (lines marked (said), from its soundtrack). "
     "Cite the timestamps you rely on in square brackets, like [01:15.0]. If the descriptions do not contain "
     "the answer, say so."
 )
@@ -39,11 +42,19 @@ INSIGHTS_PROMPT = "Given this description of an image, list the key insights: wh
 T = TypeVar("T")
 _ATTEMPTS = 3
 
-__all__ = ["ChatModel", "Context", "ContextTooSmall", "build_context", "frame_line", "summary_line"]
+__all__ = ["ChatModel", "Context", "ContextTooSmall", "build_context", "frame_line", "speech_line", "summary_line"]
 
 
 def frame_line(frame: FrameRecord) -> str:
+    """A description with its time: a frame's moment, or a clip's range."""
+    clip = frame.clip
+    if clip is not None:
+        return f"[{timestamp_label(clip[0])}-{timestamp_label(clip[1])}] {frame.description}"
     return f"[{timestamp_label(frame.timestamp_s)}] {frame.description}"
+
+
+def speech_line(segment: SpeechSegment) -> str:
+    return f"[{timestamp_label(segment.start_s)}] (said) {segment.text}"
 
 
 def summary_line(summary: Summary) -> str:
@@ -53,6 +64,55 @@ def summary_line(summary: Summary) -> str:
 OVERVIEW_SHARE = 0.4  # of the budget, at most, for summaries when not every description fits
 SUMMARIES_HEADER = "Summaries of the video, part by part:\n"
 FRAMES_HEADER = "Frame descriptions most related to the question:\n"
+ALL_FRAMES_HEADER = "Frame descriptions:\n"
+ALL_MOMENTS_HEADER = "What the video shows and what is said in it, in time order:\n"
+MOMENTS_HEADER = "What the video shows and what is said, most related to the question:\n"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One timestamped line of context: a description (of a frame, or of a clip: its first frame
+    stands for it) or something said."""
+
+    start_s: float
+    end_s: float
+    text: str
+    frame: int | None = None
+    frames: int = 0  # the frames it describes
+    said: bool = False
+
+    @property
+    def key(self) -> tuple[str, float, int]:
+        return ("said", self.start_s, hash(self.text)) if self.said else ("seen", 0.0, self.frame or 0)
+
+
+def seen_lines(described: list[FrameRecord]) -> tuple[list[Line], dict[int, int]]:
+    """One line a frame, or a clip (its frames share one description): the lines, and for each
+    frame index the index of the frame whose line stands for it."""
+    lines: list[Line] = []
+    stands_for: dict[int, int] = {}
+    last: FrameRecord | None = None
+    for frame in described:
+        if (
+            last is not None
+            and frame.clip is not None
+            and frame.clip == last.clip
+            and frame.description == last.description
+        ):
+            stands_for[frame.index] = last.index
+            previous = lines[-1]
+            lines[-1] = Line(previous.start_s, previous.end_s, previous.text, previous.frame, previous.frames + 1)
+            continue
+        clip = frame.clip
+        start, end = clip if clip is not None else (frame.timestamp_s, frame.timestamp_s)
+        lines.append(Line(start, end, frame_line(frame), frame.index, 1))
+        stands_for[frame.index] = frame.index
+        last = frame
+    return lines, stands_for
+
+
+def said_lines(speech: list[SpeechSegment]) -> list[Line]:
+    return [Line(s.start_s, s.end_s, speech_line(s), said=True) for s in speech]
 
 
 @dataclass(frozen=True)
@@ -62,6 +122,7 @@ class Context:
     frames_used: int
     moments: tuple[int, ...] = ()  # the frames it holds
     summary_level: int | None = None  # 0: batch summaries; n: summaries of level n-1 ones
+    speech_used: int = 0  # speech segments it holds
 
 
 def spread(items: list[T], fits: Callable[[list[T]], bool]) -> list[T]:
@@ -101,6 +162,18 @@ def overview(
     return lines, top if lines else None
 
 
+def _context(lines: list[Line], header: str, batches: int, batch_size: int, level: int | None = None) -> Context:
+    seen = [line for line in lines if not line.said]
+    return Context(
+        header + "\n".join(line.text for line in lines),
+        batches,
+        sum(line.frames for line in seen),
+        tuple(line.frame for line in seen if line.frame is not None),
+        level,
+        len(lines) - len(seen),
+    )
+
+
 def build_context(
     frames: list[FrameRecord],
     summaries: list[Summary],
@@ -112,71 +185,84 @@ def build_context(
     ranked: list[int] | None = None,
     window: tuple[float, float] | None = None,
     overviews: list[Summary] | None = None,
+    speech: list[SpeechSegment] | None = None,
+    ranked_speech: list[SpeechSegment] | None = None,
 ) -> Context:
-    """Every description when they fit. Otherwise: an overview (the finest level of summaries
-    that fits a share of the budget), then the descriptions of the time the question names,
-    then those ``ranked`` best for it (BM25 and embeddings), as many as fit, in time order."""
+    """Every description (and everything said) when they fit, in time order. Otherwise: an overview
+    (the finest level of summaries that fits a share of the budget), then the lines of the time the
+    question names, then those ``ranked`` best for it (BM25 and embeddings; descriptions and speech
+    in turn), as many as fit, in time order. A clip's frames share one line."""
     tokens = tokens or TokenEstimate()
     described = [f for f in frames if f.description]
-    lines = [frame_line(f) for f in described]
-    if tokens.count("\n".join(lines)) <= budget_tokens:
+    seen, stands_for = seen_lines(described)
+    said = said_lines(speech or [])
+    everything = sorted(seen + said, key=lambda line: (line.start_s, line.said))
+    if tokens.count("\n".join(line.text for line in everything)) <= budget_tokens:
         batches = len({f.index // batch_size for f in described})
-        indices = tuple(f.index for f in described)
-        return Context("Frame descriptions:\n" + "\n".join(lines), batches, len(described), indices)
+        return _context(everything, ALL_MOMENTS_HEADER if said else ALL_FRAMES_HEADER, batches, batch_size)
     levels: dict[int, list[Summary]] = {0: summaries} if summaries else {}
     for node in overviews or []:
         levels.setdefault(node.level, []).append(node)
-    headers = tokens.count(SUMMARIES_HEADER) + tokens.count(FRAMES_HEADER) + 2
+    header = MOMENTS_HEADER if said else FRAMES_HEADER
+    headers = tokens.count(SUMMARIES_HEADER) + tokens.count(header) + 2
     summary_lines, level = overview(levels, int(budget_tokens * OVERVIEW_SHARE) - headers, tokens)
     remaining = budget_tokens - headers - (tokens.count("\n".join(summary_lines)) if summary_lines else 0)
-    chosen = _pick_frames(described, remaining, tokens, ranked, window)
-    if not chosen and not summary_lines and described and remaining > 0:
-        # A context too small for any whole description (a tiny model): the best one, cut short.
-        best = next((f for f in described if ranked and f.index == ranked[0]), described[len(described) // 2])
-        cut = frame_line(best)[: tokens.chars_for(remaining - 1)]
+    by_frame = {line.frame: line for line in seen}
+    ranked_seen = [by_frame[stands_for[i]] for i in ranked or [] if i in stands_for]
+    ranked_said = said_lines(ranked_speech or [])
+    best = [line for pair in zip_longest(ranked_seen, ranked_said) for line in pair if line is not None]
+    chosen = _pick(everything, remaining, tokens, best, window)
+    if not chosen and not summary_lines and everything and remaining > 0:
+        # A context too small for any whole line (a tiny model): the best one, cut short.
+        first = best[0] if best else everything[len(everything) // 2]
+        cut = first.text[: tokens.chars_for(remaining - 1)]
         if cut:
-            return Context(FRAMES_HEADER + cut, 0, 1, (best.index,), None)
+            return _context(
+                [Line(first.start_s, first.end_s, cut, first.frame, first.frames, first.said)], header, 0, batch_size
+            )
     parts = []
     if summary_lines:
         parts.append(SUMMARIES_HEADER + "\n".join(summary_lines))
     if chosen:
-        parts.append(FRAMES_HEADER + "\n".join(frame_line(f) for f in chosen))
-    return Context("\n\n".join(parts), len(summary_lines), len(chosen), tuple(f.index for f in chosen), level)
+        parts.append(header + "\n".join(line.text for line in chosen))
+    picked = _context(chosen, "", len(summary_lines), batch_size, level)
+    return Context(
+        "\n\n".join(parts), picked.batches_used, picked.frames_used, picked.moments, level, picked.speech_used
+    )
 
 
-def _pick_frames(
-    described: list[FrameRecord],
+def _pick(
+    lines: list[Line],
     budget: int,
     tokens: TokenEstimate,
-    ranked: list[int] | None,
+    best: list[Line],
     window: tuple[float, float] | None,
-) -> list[FrameRecord]:
-    by_index = {f.index: f for f in described}
-    candidates: list[FrameRecord] = []
+) -> list[Line]:
+    candidates: list[Line] = []
     if window is not None:
-        inside = [f for f in described if window[0] <= f.timestamp_s <= window[1]]
-        share = budget if not ranked else budget * 2 // 3
+        inside = [line for line in lines if line.start_s <= window[1] and window[0] <= line.end_s]
+        share = budget if not best else budget * 2 // 3
         candidates += _evenly_fitting(inside, share, tokens)
-    if ranked:
-        candidates += [by_index[i] for i in ranked if i in by_index]
-    # Whatever room is left goes to descriptions spread over the whole video, so a question
-    # with no telling word ("what happens?") still sees all of it.
-    candidates += _evenly_fitting(described, budget, tokens)
-    chosen: dict[int, FrameRecord] = {}
-    for frame in candidates:
-        if frame.index in chosen:
+    candidates += best
+    # Whatever room is left goes to lines spread over the whole video, so a question with no
+    # telling word ("what happens?") still sees all of it.
+    candidates += _evenly_fitting(lines, budget, tokens)
+    chosen: dict[tuple[str, float, int], Line] = {}
+    for line in candidates:
+        if line.key in chosen:
             continue
-        cost = tokens.count(frame_line(frame)) + 1
+        cost = tokens.count(line.text) + 1
         if cost > budget:
             continue
-        chosen[frame.index] = frame
+        chosen[line.key] = line
         budget -= cost
-    return sorted(chosen.values(), key=lambda f: f.index)
+    return sorted(chosen.values(), key=lambda line: (line.start_s, line.said))
 
 
-def _evenly_fitting(frames: list[FrameRecord], budget: int, tokens: TokenEstimate) -> list[FrameRecord]:
-    costs = {f.index: tokens.count(frame_line(f)) + 1 for f in frames}
-    return spread(frames, lambda chosen: sum(costs[f.index] for f in chosen) <= budget)
+def _evenly_fitting(lines: list[Line], budget: int, tokens: TokenEstimate) -> list[Line]:
+    costs = [tokens.count(line.text) + 1 for line in lines]
+    position = {id(line): i for i, line in enumerate(lines)}
+    return spread(lines, lambda chosen: sum(costs[position[id(line)]] for line in chosen) <= budget)
 
 
 @dataclass
@@ -238,8 +324,11 @@ class ChatModel:
             return (response.choices[0].message.content or "").strip()
         raise ContextTooSmall(f"the prompt still overflows the chat model's context after {_ATTEMPTS} tries")
 
-    async def summarise(self, frames: list[FrameRecord]) -> str:
-        return await self._summarise_lines(SUMMARY_PROMPT, [frame_line(f) for f in frames if f.description])
+    async def summarise(self, frames: list[FrameRecord], speech: list[SpeechSegment] | None = None) -> str:
+        """A summary of consecutive descriptions (a clip's once) and what is said meanwhile."""
+        seen, _ = seen_lines([f for f in frames if f.description])
+        lines = sorted(seen + said_lines(speech or []), key=lambda line: (line.start_s, line.said))
+        return await self._summarise_lines(SUMMARY_PROMPT, [line.text for line in lines])
 
     async def summarise_summaries(self, parts: list[Summary]) -> str:
         """One summary of consecutive parts' summaries (a node of the overview tree)."""

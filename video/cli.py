@@ -50,9 +50,12 @@ async def _analyze(args: argparse.Namespace) -> int:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("frames", total=total)
 
-        async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        async def on_result(
+            batch: list[SampledFrame], clip: tuple[float, float] | None, description: str | None, error: str | None
+        ) -> None:
+            start, end = clip if clip is not None else (None, None)
             for frame in batch:
-                results[frame.index] = FrameRecord(frame.index, frame.timestamp_s, description, error)
+                results[frame.index] = FrameRecord(frame.index, frame.timestamp_s, description, error, start, end)
             progress.advance(task, len(batch))
 
         await fan_out(sample(path, info, options, report), describer, on_result, args.concurrency)

@@ -1,5 +1,5 @@
 """What the API and the workers build the same way from settings: the gateway client, the
-describer, the chat model, the embedder and the summariser."""
+describer, the chat model, the embedder, the summariser and the soundtrack's transcriber."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from openai import AsyncOpenAI
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobSettings, Summariser
+from video.jobs.speech import Soundtrack
 from video.retrieval import Embedder
 from video.settings import VideoSettings
 from video.store import Store
+from video.transcription import Transcriber
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Components:
     embedder: Embedder | None
     summariser: Summariser
     job_settings: JobSettings
+    soundtrack: Soundtrack | None = None  # when a transcription group is configured
 
     async def close(self) -> None:
         await self.client.close()
@@ -52,6 +55,10 @@ def build_components(settings: VideoSettings, store: Store) -> Components:
         max_video_bytes=settings.max_upload_bytes,
         max_duration_s=settings.max_duration_s,
     )
+    soundtrack = None
+    if settings.transcription_model:
+        transcriber = Transcriber(client, settings.transcription_model)
+        soundtrack = Soundtrack(store, transcriber, settings.transcription_window_s, settings.transcription_concurrency)
     return Components(
         client,
         Describer(client, settings.vision_model, max_tokens=settings.description_max_tokens),
@@ -59,4 +66,5 @@ def build_components(settings: VideoSettings, store: Store) -> Components:
         embedder,
         Summariser(store, chat, settings.summary_batch_size, embedder),
         job_settings,
+        soundtrack,
     )

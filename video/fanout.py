@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import openai
 from openai import AsyncOpenAI
 
+from video.clips import MAX_CLIP_FRAMES, ClipPlan, clip_of
 from video.sampling import SampledFrame
 
 DEFAULT_PROMPT = (
@@ -21,8 +22,14 @@ CLIP_PROMPT = (
     "These are consecutive frames of one video, at the timestamps given. Describe what happens across them: "
     "objects, people, their actions and movement, and any text on screen. Be concise and factual."
 )
+VIDEO_PROMPT = (
+    "This is a clip of a video, from {start} to {end} ({count} frames). Describe what happens in it, in order: "
+    "the people and objects, their actions and movements, and any text on screen, with the time (mm:ss) of each "
+    "event. Be concise and factual; do not guess what is not visible."
+)
 
-OnResult = Callable[[list[SampledFrame], str | None, str | None], Awaitable[None]]
+# (the request's frames, the clip they form or None, the description, the error)
+OnResult = Callable[[list[SampledFrame], tuple[float, float] | None, str | None, str | None], Awaitable[None]]
 
 
 def timestamp_label(seconds: float) -> str:
@@ -40,8 +47,15 @@ class Describer:
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 300
 
-    async def describe(self, frames: list[SampledFrame]) -> str:
-        """The model's description; raises openai errors once the SDK's retries are spent."""
+    async def describe(self, frames: list[SampledFrame], clip: tuple[float, float] | None = None) -> str:
+        """The model's description of one frame, several as pictures, or (``clip``) a clip as one
+        video item; raises openai errors once the SDK's retries are spent."""
+        return await self._ask(self.content(frames, clip))
+
+    def content(self, frames: list[SampledFrame], clip: tuple[float, float] | None = None) -> list[dict[str, object]]:
+        """The user message's parts for one frame, several as pictures, or a clip as one video item."""
+        if clip is not None:
+            return self._clip_content(frames, clip)
         if len(frames) == 1:
             text = f"{self.prompt}\nTimestamp: {timestamp_label(frames[0].timestamp_s)}."
         else:
@@ -51,6 +65,24 @@ class Describer:
         for frame in frames:
             data = base64.b64encode(frame.jpeg).decode()
             content.append({"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}})
+        return content
+
+    def _clip_content(self, frames: list[SampledFrame], clip: tuple[float, float]) -> list[dict[str, object]]:
+        """The clip as vLLM's frame-list video item (``data:video/jpeg;base64,<frame>,<frame>,...``),
+        with its times in the text: the model sees the frames in order, the text says when they are."""
+        start, end = timestamp_label(clip[0]), timestamp_label(clip[1])
+        if self.prompt == DEFAULT_PROMPT:
+            text = VIDEO_PROMPT.format(start=start, end=end, count=len(frames))
+        else:
+            text = f"{self.prompt}\nThis clip runs from {start} to {end}."
+        stamps = ", ".join(timestamp_label(f.timestamp_s) for f in frames)
+        data = ",".join(base64.b64encode(f.jpeg).decode() for f in frames)
+        return [
+            {"type": "text", "text": f"{text}\nFrame times: {stamps}."},
+            {"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{data}"}},
+        ]
+
+    async def _ask(self, content: list[dict[str, object]]) -> str:
         response = await self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
@@ -59,13 +91,27 @@ class Describer:
         return (response.choices[0].message.content or "").strip()
 
 
-def _next_batch(frames: Iterator[SampledFrame], size: int) -> list[SampledFrame]:
-    batch: list[SampledFrame] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            break
-    return batch
+class _Batches:
+    """The frames of one request at a time: ``size`` consecutive frames, or with a clip plan the
+    frames of one clip (the first frame of the next clip waits for the next call)."""
+
+    def __init__(self, frames: Iterator[SampledFrame], size: int, plan: ClipPlan | None) -> None:
+        self._frames = frames
+        self._size = MAX_CLIP_FRAMES if plan is not None else size
+        self._plan = plan
+        self._pending: SampledFrame | None = None
+
+    def next(self) -> list[SampledFrame]:
+        batch: list[SampledFrame] = [self._pending] if self._pending is not None else []
+        self._pending = None
+        for frame in self._frames:
+            if self._plan is not None and batch and self._plan.key(frame) != self._plan.key(batch[0]):
+                self._pending = frame
+                break
+            batch.append(frame)
+            if len(batch) == self._size:
+                break
+        return batch
 
 
 async def fan_out(
@@ -76,6 +122,7 @@ async def fan_out(
     frames_per_request: int = 1,
     latency: Callable[[float], None] | None = None,
     slots: asyncio.Semaphore | None = None,
+    clips: ClipPlan | None = None,
 ) -> None:
     """Describe every frame, ``max_concurrency`` requests at a time, reporting each result at once.
 
@@ -83,23 +130,26 @@ async def fan_out(
     frames are ever in memory. Jobs that share ``slots`` share that bound instead. Sampling
     (CPU-bound OpenCV) runs in a worker thread while requests are in flight. When ``on_result``
     raises (a result cannot be stored), no further request starts, the ones in flight are
-    cancelled, and the error is raised.
+    cancelled, and the error is raised. With ``clips``, each request is one clip, sent as a video item.
     """
     slots = slots if slots is not None else asyncio.Semaphore(max_concurrency)
     running: set[asyncio.Task[None]] = set()
     failed: list[Exception] = []  # the first result that could not be handled stops the fan-out
 
+    batches = _Batches(frames, frames_per_request, clips)
+
     async def work(batch: list[SampledFrame]) -> None:
+        clip = clip_of(clips, batch)
         try:
             started = time.perf_counter()
             try:
-                description: str | None = await describer.describe(batch)
+                description: str | None = await describer.describe(batch, clip)
                 error = None
                 if latency is not None:
                     latency(time.perf_counter() - started)
             except openai.APIError as exc:
-                description, error = None, _describe_error(exc)
-            await on_result(batch, description, error)
+                description, error = None, gateway_error(exc)
+            await on_result(batch, clip, description, error)
         except Exception as exc:
             failed.append(exc)  # before the slot is released, so no new request starts after it
             raise
@@ -110,7 +160,7 @@ async def fan_out(
         while True:
             await slots.acquire()
             try:
-                batch = [] if failed else await asyncio.to_thread(_next_batch, frames, frames_per_request)
+                batch = [] if failed else await asyncio.to_thread(batches.next)
             except BaseException:
                 slots.release()
                 raise
@@ -132,7 +182,8 @@ async def fan_out(
         await asyncio.gather(*running, return_exceptions=True)
 
 
-def _describe_error(exc: openai.APIError) -> str:
+def gateway_error(exc: openai.APIError) -> str:
+    """What went wrong with a request to the gateway, in one line for the user."""
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         message = body.get("message") if isinstance(body.get("message"), str) else exc.message

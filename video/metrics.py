@@ -37,17 +37,35 @@ class VideoMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
+        self.speech_windows = Counter(
+            "video_speech_windows",
+            "Soundtrack windows sent for transcription by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.transcription_latency = Histogram(
+            "video_transcription_seconds",
+            "Time to transcribe one soundtrack window through the gateway",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
         self.registry.register(_Jobs(running, queued))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def speech(self, outcome: str, seconds: float | None) -> None:
+        self.speech_windows.labels(outcome).inc()
+        if seconds is not None:
+            self.transcription_latency.observe(seconds)
+
 
 class WorkerMetrics:
     """The job and frame metrics of a ``video worker``, exported with the Temporal SDK's own metrics
     (one Prometheus endpoint per worker), under the names the in-process engine uses:
-    ``video_jobs_total{status}``, ``video_frames_total{outcome}``, ``video_frame_description_seconds``."""
+    ``video_jobs_total{status}``, ``video_frames_total{outcome}``, ``video_frame_description_seconds``,
+    ``video_speech_windows_total{outcome}``, ``video_transcription_seconds``."""
 
     def __init__(self, meter: MetricMeter) -> None:
         self._jobs = meter.create_counter("video_jobs", "Finished analysis jobs by outcome")
@@ -56,8 +74,18 @@ class WorkerMetrics:
             "video_frame_description_seconds", "Time to describe one request's frames through the gateway", "s"
         )
 
+        self._speech = meter.create_counter("video_speech_windows", "Soundtrack windows sent for transcription")
+        self._speech_latency = meter.create_histogram_float(
+            "video_transcription_seconds", "Time to transcribe one soundtrack window through the gateway", "s"
+        )
+
     def job(self, status: str) -> None:
         self._jobs.add(1, {"status": status})
+
+    def speech(self, outcome: str, seconds: float | None) -> None:
+        self._speech.add(1, {"outcome": outcome})
+        if seconds is not None:
+            self._speech_latency.record(seconds)
 
     def frames(self, outcome: str, count: int) -> None:
         self._frames.add(count, {"outcome": outcome})

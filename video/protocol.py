@@ -29,6 +29,11 @@ class Progress(BaseModel):
     warnings: list[str]
     error: str | None
     queue_position: int | None = Field(default=None, description="while queued behind other jobs (local engine)")
+    clip_mode: str = Field(default="images", description="video: clips sent as video items; images: frames as pictures")
+    audio: str = Field(default="none", description="the soundtrack: none, not transcribed, transcribing or done")
+    transcribed_windows: int | None = Field(default=None, description="soundtrack windows transcribed")
+    failed_windows: int | None = Field(default=None, description="soundtrack windows that could not be transcribed")
+    speech_percentage: float | None = Field(default=None, description="share of the soundtrack transcribed")
 
 
 class SessionListItem(Progress):
@@ -44,6 +49,8 @@ class Frame(BaseModel):
     description: str | None
     error: str | None
     thumbnail_url: str
+    clip_start_s: float | None = Field(default=None, description="described as part of a clip: where the clip starts")
+    clip_end_s: float | None = Field(default=None, description="and where it ends")
 
 
 class FramesResponse(BaseModel):
@@ -79,11 +86,13 @@ class SummariesResponse(BaseModel):
 class SearchResult(BaseModel):
     session_id: str
     filename: str
-    index: int
+    index: int = Field(description="the frame shown for the moment (for speech: the frame at its start)")
     timestamp_s: float
     timestamp: str
-    description: str
+    description: str = Field(description="what was seen, or what was said")
     thumbnail_url: str
+    kind: str = Field(default="vision", description="vision (a description) or speech (a transcript segment)")
+    end_s: float | None = Field(default=None, description="where the speech segment ends")
 
 
 class SearchResponse(BaseModel):
@@ -97,6 +106,26 @@ class RetrievedMoment(BaseModel):
     timestamp: str
 
 
+class TranscriptSegment(BaseModel):
+    start_s: float
+    end_s: float
+    start: str
+    text: str
+
+
+class TranscriptGap(BaseModel):
+    start_s: float
+    end_s: float
+    error: str
+
+
+class TranscriptResponse(BaseModel):
+    session_id: str
+    audio: str = Field(description="none, not transcribed, transcribing or done")
+    segments: list[TranscriptSegment]
+    failed: list[TranscriptGap] = Field(description="stretches of the soundtrack that could not be transcribed")
+
+
 class ChatResponse(BaseModel):
     session_id: str
     question: str
@@ -106,6 +135,7 @@ class ChatResponse(BaseModel):
     summary_level: int | None
     time_range_s: list[float] | None
     retrieved: list[RetrievedMoment]
+    speech_segments_in_context: int = 0
     progress_percentage: float
     status: str
     covered_until_s: float

@@ -14,7 +14,7 @@ import numpy as np
 import openai
 from openai import AsyncOpenAI
 
-from video.store import Moment, Store
+from video.store import Moment, SpeechSegment, SpokenMoment, Store
 
 log = logging.getLogger("video.retrieval")
 
@@ -42,6 +42,18 @@ def fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
         for rank, item in enumerate(ranking):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
     return sorted(scores, key=lambda item: -scores[item])
+
+
+def _one_a_clip(moments: list[Moment]) -> list[Moment]:
+    """The moments without repeats of one description in a session (a clip's frames share one)."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for moment in moments:
+        key = (moment.session_id, moment.description)
+        if key not in seen:
+            seen.add(key)
+            kept.append(moment)
+    return kept
 
 
 @dataclass
@@ -90,8 +102,24 @@ class Retriever:
         dense = [index for _, index in await self._dense([session_id], question, limit)]
         return fuse([lexical, dense])[:limit] if dense else lexical
 
-    async def search(self, owner: str | None, sessions: list[str], question: str, limit: int) -> list[Moment]:
-        """The best moments across ``sessions`` (all of them ``owner``'s)."""
+    async def rank_speech(self, session_id: str, question: str, limit: int = 100) -> list[SpeechSegment]:
+        """What was said in the session that best matches the question (BM25), best first."""
+        return await asyncio.to_thread(self.store.rank_speech, session_id, query_terms(question), limit)
+
+    async def search(
+        self, owner: str | None, sessions: list[str], question: str, limit: int
+    ) -> list[Moment | SpokenMoment]:
+        """The best moments across ``sessions`` (all of them ``owner``'s): what was seen (one hit a
+        clip) and what was said, fused by rank."""
+        seen = _one_a_clip(await self._seen(owner, sessions, question, limit * 2))
+        said = await asyncio.to_thread(self.store.search_speech, owner, query_terms(question), limit)
+        if not said:
+            return list(seen[:limit])
+        both: list[Moment | SpokenMoment] = [*seen, *said]
+        order = fuse([list(range(len(seen))), list(range(len(seen), len(both)))])
+        return [both[i] for i in order[:limit]]
+
+    async def _seen(self, owner: str | None, sessions: list[str], question: str, limit: int) -> list[Moment]:
         lexical = await asyncio.to_thread(self.store.search, owner, query_terms(question), limit * 4)
         dense = await self._dense(sessions, question, limit * 4)
         if not dense:
@@ -109,6 +137,7 @@ class Retriever:
         return moments[:limit]
 
     def _moment(self, session_id: str, index: int) -> Moment | None:
+        """A frame found by its vector, with its session's file name."""
         session = self.store.get_session(session_id)
         frames = self.store.frames_at(session_id, [index])
         if session is None or not frames or not frames[0].description:

@@ -36,6 +36,14 @@ class VideoSettings(BaseSettings):
     max_concurrency: int = Field(default=16, ge=1, le=256)
     max_jobs: int = Field(default=2, ge=1, le=64)
     frames_per_request: int = Field(default=1, ge=1, le=16)
+    # Clips: a vision group that takes video is sent each chunk of the video as one video item.
+    # auto: ask the gateway (GET /v1/models/{vision_model} says supports_video); video or images: decide here.
+    clip_mode: Literal["auto", "video", "images"] = "auto"
+    chunk_seconds: float = Field(default=10.0, ge=1, le=300)
+    # The soundtrack: a gateway group serving /v1/audio/transcriptions (Whisper on vLLM, a cloud model).
+    transcription_model: str | None = None
+    transcription_window_s: float = Field(default=30.0, ge=5, le=600)
+    transcription_concurrency: int = Field(default=4, ge=1, le=64)
     summary_batch_size: int = Field(default=20, ge=2, le=500)
     context_token_budget: int = Field(default=6000, ge=100)
     chat_context_tokens: int | None = Field(default=None, ge=256)

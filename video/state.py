@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.errors import NotFound
+from video.capabilities import VideoSupport
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobEngine
@@ -22,6 +23,7 @@ class ServiceState:
     chat: ChatModel
     key_digests: list[bytes]
     retriever: Retriever
+    video_support: VideoSupport
 
 
 def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:

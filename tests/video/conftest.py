@@ -98,6 +98,63 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Videos:
     )
 
 
+@dataclass(frozen=True)
+class Soundtracks:
+    speech_mp4: Path  # 12 s: "The deadline is on Friday." from 1 s, "Open the red box now." from 7 s
+    corrupt_audio_mkv: Path  # 5 s of video; its audio stream's packets cannot be decoded
+    audio_only_m4a: Path  # speech and no video stream
+    said: tuple[float, float]  # when the two sentences start
+
+
+def _say(text: str, path: Path) -> Path:
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def _corrupt_audio(path: Path) -> Path:
+    """A Matroska file whose video decodes and whose MP3 stream holds random bytes."""
+    import fractions
+    import random
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mjpeg", rate=10)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuvj420p"
+        audio = out.add_stream("mp3", rate=16000)
+        noise = random.Random(1)
+        for n in range(50):
+            picture = np.full((120, 160, 3), (n * 5) % 255, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for n in range(40):
+            packet = av.Packet(bytes(noise.randrange(256) for _ in range(200)))
+            packet.stream = audio
+            packet.pts = packet.dts = n * 1152
+            packet.time_base = fractions.Fraction(1, 16000)
+            out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def soundtracks(tmp_path_factory: pytest.TempPathFactory) -> Soundtracks:
+    d = tmp_path_factory.mktemp("soundtracks")
+    first, second = _say("The deadline is on Friday.", d / "first.wav"), _say("Open the red box now.", d / "second.wav")
+    speech = d / "speech.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=12", "-i", str(first), "-i", str(second),
+        "-filter_complex",
+        "[1:a]adelay=1000:all=1[a1];[2:a]adelay=7000:all=1[a2];[a1][a2]amix=inputs=2:normalize=0,apad=whole_dur=12[a]",
+        "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "12", str(speech),
+    )  # fmt: skip
+    audio_only = d / "speech.m4a"
+    ffmpeg("-i", str(first), "-c:a", "aac", str(audio_only))
+    return Soundtracks(speech, _corrupt_audio(d / "corrupt_audio.mkv"), audio_only, (1.0, 7.0))
+
+
 @dataclass
 class RunningService:
     url: str

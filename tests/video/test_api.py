@@ -61,6 +61,11 @@ async def test_upload_status_frames_summaries_chat(
         "warnings": [],
         "error": None,
         "queue_position": None,
+        "clip_mode": "images",  # the fake does not say it takes video
+        "audio": "none",
+        "transcribed_windows": None,
+        "failed_windows": None,
+        "speech_percentage": None,
     }
 
     frames = (await service.http.get(f"/sessions/{session_id}/frames")).json()["frames"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from openai import AsyncOpenAI
 
 from tests.conftest import UpstreamFactory
+from video.clips import ClipPlan
 from video.fanout import Describer, fan_out
 from video.sampling import SampledFrame
 
@@ -21,7 +24,7 @@ async def test_never_more_than_max_concurrency_in_flight(upstream: UpstreamFacto
     fake = await upstream("vision", delay_s=0.05, echo_prompt=True)
     results: dict[int, str | None] = {}
 
-    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+    async def on_result(batch: list[SampledFrame], _clip: object, description: str | None, error: str | None) -> None:
         for frame in batch:
             results[frame.index] = description
 
@@ -36,7 +39,7 @@ async def test_clip_mode_sends_consecutive_frames_together(upstream: UpstreamFac
     fake = await upstream("vision", echo_prompt=True)
     batches: list[list[int]] = []
 
-    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+    async def on_result(batch: list[SampledFrame], _clip: object, description: str | None, error: str | None) -> None:
         batches.append([f.index for f in batch])
 
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
@@ -55,11 +58,46 @@ async def test_clip_mode_sends_consecutive_frames_together(upstream: UpstreamFac
     }
 
 
+async def test_native_clips_go_as_one_video_item_each_with_their_times(upstream: UpstreamFactory) -> None:
+    fake = await upstream("vision", echo_prompt=True)
+    clips: dict[tuple[float, float] | None, list[int]] = {}
+
+    async def on_result(
+        batch: list[SampledFrame], clip: tuple[float, float] | None, description: str | None, error: str | None
+    ) -> None:
+        assert error is None, error
+        clips[clip] = [f.index for f in batch]
+
+    plan = ClipPlan.for_job(chunk_seconds=4, fps=1, duration_s=7.0)
+    async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        # frames_per_request is the per-image grouping; a clip plan groups by time instead.
+        await fan_out(_frames(7), Describer(client, "vision"), on_result, frames_per_request=3, clips=plan)
+    assert clips == {(0.0, 4.0): [0, 1, 2, 3], (4.0, 7.0): [4, 5, 6]}
+    for body in fake.bodies:
+        parts = body["messages"][0]["content"]
+        assert [p["type"] for p in parts] == ["text", "video_url"]
+        url = parts[1]["video_url"]["url"]
+        assert url.startswith("data:video/jpeg;base64,")
+        frames = url.removeprefix("data:video/jpeg;base64,").split(",")
+        assert all(base64.b64decode(f) == b"\xff\xd8fake-jpeg\xff\xd9" for f in frames)
+        if len(frames) == 4:
+            assert "from 00:00.0 to 00:04.0" in parts[0]["text"]
+        else:
+            assert len(frames) == 3
+            assert "from 00:04.0 to 00:07.0" in parts[0]["text"]
+
+
+def test_a_clip_holds_at_most_32_frames_whatever_the_rate() -> None:
+    plan = ClipPlan.for_job(chunk_seconds=10, fps=8, duration_s=60)
+    assert plan.seconds == 4.0
+    assert plan.span(14) == (56.0, 60.0)
+
+
 async def test_a_failing_frame_is_reported_not_raised(upstream: UpstreamFactory) -> None:
     fake = await upstream("vision", fail_status=400, fail_body=b'{"error": {"message": "image too large"}}')
     errors: list[str | None] = []
 
-    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+    async def on_result(batch: list[SampledFrame], _clip: object, description: str | None, error: str | None) -> None:
         errors.append(error)
 
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
@@ -73,7 +111,7 @@ async def test_a_result_that_cannot_be_stored_stops_the_fan_out_at_once(upstream
     class Gone(Exception):
         pass
 
-    async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+    async def on_result(batch: list[SampledFrame], _clip: object, description: str | None, error: str | None) -> None:
         raise Gone  # e.g. the session was deleted while its frames were being described
 
     async with AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:

@@ -23,7 +23,7 @@ from tests.conftest import UpstreamFactory
 from tests.fakes import FakeUpstream
 from tests.postgres_server import PostgresServer, postgres_server
 from tests.temporal_server import TemporalServer, VideoApi, VideoProcess, free_port, temporal_server
-from tests.video.conftest import make_video
+from tests.video.conftest import Soundtracks, make_video
 from video.temporal.workflows import VideoWorkflow
 
 __all__ = ["postgres_server", "temporal_server"]
@@ -203,6 +203,27 @@ async def test_a_flaky_gateway_still_gets_every_frame_described_and_progress_str
     status = await _status(api, job["session_id"])
     assert (status["processed_frames"], status["failed_frames"]) == (40, 0)
     assert sum(1 for b in s.gateway.bodies if b.get("model") == "vision") > 40  # some were answered 503
+
+
+async def test_clips_and_the_soundtrack_run_on_the_workers(stack: Callable[..., Any], soundtracks: Soundtracks) -> None:
+    s: Stack = await stack(heard="The deadline is on Friday.|Open the red box now.")
+    s.env.update(VIDEO_CLIP_MODE="video", VIDEO_CHUNK_SECONDS="4", VIDEO_TRANSCRIPTION_MODEL="speech")
+    s.worker()
+    api = await s.api()
+    job = await _upload(api, soundtracks.speech_mp4, fps="1")
+    status = await _completed(api, job["session_id"], s)
+    assert (status["processed_frames"], status["failed_frames"]) == (12, 0)
+    assert (status["clip_mode"], status["audio"], status["transcribed_windows"]) == ("video", "done", 1)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        frames = (await http.get(f"/sessions/{job['session_id']}/frames")).json()["frames"]
+        transcript = (await http.get(f"/sessions/{job['session_id']}/transcript")).json()
+    assert [(f["clip_start_s"], f["clip_end_s"]) for f in frames] == [(0.0, 4.0)] * 4 + [(4.0, 8.0)] * 4 + [
+        (8.0, 12.0)
+    ] * 4
+    clips = [b for b in s.gateway.bodies if b.get("model") == "vision"]
+    assert len(clips) == 3  # one request a clip, none cut in two by a segment boundary
+    assert all(b["messages"][0]["content"][1]["type"] == "video_url" for b in clips)
+    assert [seg["text"] for seg in transcript["segments"]] == ["The deadline is on Friday.", "Open the red box now."]
 
 
 async def test_delete_cancels_the_workflow_and_stops_the_spending(stack: Callable[..., Any]) -> None:

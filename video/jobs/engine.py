@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from video.clips import ClipPlan
 from video.jobs.events import EventHub
+from video.jobs.speech import speech_progress
 from video.metrics import VideoMetrics
 from video.sampling import SampledFrame
-from video.store import Store
+from video.store import Session, Store
 
 
 @dataclass
@@ -50,11 +52,27 @@ class JobEngine(Protocol):
 
 
 def save_frames(
-    store: Store, session_id: str, batch: list[SampledFrame], description: str | None, error: str | None
+    store: Store,
+    session_id: str,
+    batch: list[SampledFrame],
+    clip: tuple[float, float] | None,
+    description: str | None,
+    error: str | None,
 ) -> None:
-    """Store one request's result for each of its frames (blocking: call it in a thread)."""
+    """Store one request's result for each of its frames, with the clip they formed (blocking:
+    call it in a thread)."""
     for frame in batch:
-        store.save_frame(session_id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None)
+        store.save_frame(session_id, frame.index, frame.timestamp_s, description, error, frame.thumbnail or None, clip)
+
+
+def clip_plan(session: Session) -> ClipPlan | None:
+    """How the session's frames are cut into clips, when its frames go to the model as video."""
+    options = session.options
+    if options.get("clip_mode") != "video":
+        return None
+    return ClipPlan.for_job(
+        float(options.get("chunk_seconds", 10.0)), float(options.get("fps", 1.0)), session.duration_s
+    )
 
 
 def progress(store: Store, session_id: str, queue_position: int | None = None) -> dict[str, Any]:
@@ -75,7 +93,11 @@ def progress(store: Store, session_id: str, queue_position: int | None = None) -
         "prompt": session.prompt,
         "warnings": session.warnings,
         "error": session.error,
+        "clip_mode": session.options.get("clip_mode", "images"),
+        "audio": session.audio,
     }
+    if session.audio in ("transcribing", "done"):
+        report.update(speech_progress(store.speech_windows(session_id), session.duration_s))
     if queue_position is not None:
         report["queue_position"] = queue_position
     return report

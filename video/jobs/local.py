@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from video.fanout import Describer, fan_out
-from video.jobs.engine import JobSettings, progress, save_frames
+from video.jobs.engine import JobSettings, clip_plan, progress, save_frames
 from video.jobs.events import EventHub
+from video.jobs.speech import Soundtrack, SpeechOutcome
 from video.jobs.summaries import EMBED_BATCH, Summariser
 from video.metrics import VideoMetrics
 from video.probe import VideoRejected, probe
 from video.sampling import SampledFrame, SamplingOptions, SamplingReport, sample
-from video.store import Session, Store, StoreUnavailable
+from video.store import Session, SessionGone, SpeechWindow, Store, StoreUnavailable
 
 log = logging.getLogger("video.jobs")
 STORE_RETRY_MIN_S = 1.0  # a job whose database is down tries again after this, doubling up to the max
@@ -45,6 +46,7 @@ class LocalEngine:
         events: EventHub,
         settings: JobSettings,
         metrics: VideoMetrics | None = None,
+        soundtrack: Soundtrack | None = None,
     ) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiting: deque[str] = deque()
@@ -56,6 +58,7 @@ class LocalEngine:
         self.summariser = summariser
         self.events = events
         self.settings = settings
+        self.soundtrack = replace(soundtrack, record=self.metrics.speech) if soundtrack is not None else None
 
     async def start(self, session_id: str) -> None:
         """Run the session's job now if a slot is free, else queue it behind the others."""
@@ -174,20 +177,30 @@ class LocalEngine:
         describer = replace(self.describer, prompt=session.prompt) if session.prompt else self.describer
         stop = threading.Event()
         frames = sample(path, info, sampling_options(session), report, skip=done.__contains__, stop=stop)
+        speech: asyncio.Task[SpeechOutcome] | None = None
         try:
-            # The job owns its summaries: cancelling the job (DELETE, shutdown) cancels them too.
+            # The job owns its summaries and its soundtrack: cancelling the job (DELETE, shutdown)
+            # cancels them too.
             async with asyncio.TaskGroup() as summaries:
+                if self.soundtrack is not None and session.audio == "transcribing":
+                    speech = summaries.create_task(self._listen(session, self.soundtrack))
 
-                async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+                async def on_result(
+                    batch: list[SampledFrame],
+                    clip: tuple[float, float] | None,
+                    description: str | None,
+                    error: str | None,
+                ) -> None:
                     nonlocal produced, unembedded, embedding
                     outcome = "described" if description is not None else "failed"
                     self.metrics.frames.labels(outcome).inc(len(batch))
-                    await asyncio.to_thread(save_frames, self.store, session.id, batch, description, error)
+                    await asyncio.to_thread(save_frames, self.store, session.id, batch, clip, description, error)
                     produced = max(produced, *(frame.index + 1 for frame in batch))
                     await self._publish(
                         session.id,
                         "frame",
                         frames=[{"index": f.index, "timestamp_s": f.timestamp_s} for f in batch],
+                        clip={"start_s": clip[0], "end_s": clip[1]} if clip else None,
                         description=description,
                         frame_error=error,
                     )
@@ -211,13 +224,31 @@ class LocalEngine:
                     frames_per_request=self._frames_per_request(session),
                     latency=self.metrics.frame_latency.observe,
                     slots=self._frame_slots,
+                    clips=clip_plan(session),
                 )
         finally:
             await asyncio.to_thread(close_sampler, frames, stop)
         produced = max([produced, *(i + 1 for i in done)], default=0)
-        status = await self.summariser.finish(session.id, produced, report.warnings)
+        warnings = report.warnings + (speech.result().warnings if speech is not None else [])
+        status = await self.summariser.finish(session.id, produced, warnings)
         self.metrics.jobs.labels(status).inc()
         await self._publish(session.id, status)
+
+    async def _listen(self, session: Session, soundtrack: Soundtrack) -> SpeechOutcome:
+        """Transcribe the soundtrack beside the frames; a failure here never fails the frames."""
+
+        async def stored(window: SpeechWindow, segments: int) -> None:
+            stretch = {"index": window.index, "start_s": window.start_s, "end_s": window.end_s, "segments": segments}
+            await self._publish(session.id, "speech", window=stretch, window_error=window.error)
+
+        try:
+            return await soundtrack.transcribe(session, stored)
+        except (asyncio.CancelledError, StoreUnavailable, SessionGone):
+            raise
+        except Exception:
+            log.exception("transcription failed", extra={"session_id": session.id})
+            await asyncio.to_thread(self.store.update_session, session.id, audio="not transcribed")
+            return SpeechOutcome(warnings=["the soundtrack could not be transcribed; see the service log"])
 
     async def _summarise(self, session_id: str, batch_index: int) -> None:
         if await self.summariser.summarise(session_id, batch_index):

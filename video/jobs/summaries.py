@@ -12,8 +12,11 @@ import openai
 
 from video.chat import ChatModel
 from video.context_window import ContextTooSmall
+from video.jobs.speech import heard_until
 from video.retrieval import Embedder
 from video.store import FrameRecord, Store, Summary
+from video.store.queries import LAST_TIME_S
+from video.transcription import joined
 
 log = logging.getLogger("video.jobs")
 FAN_IN = 8  # summaries per summary one level up
@@ -35,13 +38,23 @@ class Summariser:
     async def batch_complete(self, session_id: str, batch_index: int) -> bool:
         return len(await self.batch_frames(session_id, batch_index)) == self.batch_size
 
-    async def summarise(self, session_id: str, batch_index: int, roll_up: bool = True) -> bool:
-        """Summarise one batch of described frames; False when there was nothing to summarise or it failed."""
+    async def summarise(self, session_id: str, batch_index: int, roll_up: bool = True, force: bool = False) -> bool:
+        """Summarise one batch of described frames with what is said meanwhile; False when there was
+        nothing to summarise, it failed, or (unless ``force``) the soundtrack of its time is still
+        being transcribed (the job's end summarises it then)."""
         described = [f for f in await self.batch_frames(session_id, batch_index) if f.description]
         if not described:
             return False
+        start_s = 0.0 if batch_index == 0 else described[0].timestamp_s
+        following = await asyncio.to_thread(
+            self.store.frames, session_id, (batch_index + 1) * self.batch_size, (batch_index + 1) * self.batch_size
+        )
+        end_s = following[0].timestamp_s if following else LAST_TIME_S
+        if not force and await self._speech_pending(session_id, end_s):
+            return False
+        speech = await asyncio.to_thread(self.store.speech, session_id, start_s, end_s)
         try:
-            text = await self.chat.summarise(described)
+            text = await self.chat.summarise(described, joined(speech))
         except (openai.APIError, ContextTooSmall) as exc:
             log.warning("summary failed", extra={"session_id": session_id, "batch": batch_index, "error": str(exc)})
             return False
@@ -74,6 +87,13 @@ class Summariser:
                 if len(groups) <= 1:
                     return
                 level += 1
+
+    async def _speech_pending(self, session_id: str, until_s: float) -> bool:
+        session = await asyncio.to_thread(self.store.get_session, session_id)
+        if session is None or session.audio != "transcribing":
+            return False
+        windows = await asyncio.to_thread(self.store.speech_windows, session_id)
+        return heard_until(windows) < min(until_s, session.duration_s) - 0.5
 
     def forget(self, session_id: str) -> None:
         self._roll_up_locks.pop(session_id, None)
@@ -119,7 +139,7 @@ class Summariser:
         last_batch = (produced - 1) // self.batch_size if produced else -1
         for batch_index in range(last_batch + 1):
             if batch_index not in summarised:
-                await self.summarise(session_id, batch_index, roll_up=False)
+                await self.summarise(session_id, batch_index, roll_up=False, force=True)
         await self.roll_up(session_id, final=True)
         await self.embed_missing(session_id)
         described, failed = await asyncio.to_thread(self.store.counts, session_id)

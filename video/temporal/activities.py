@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -18,12 +19,13 @@ from temporalio.exceptions import ApplicationError
 
 from video.fanout import Describer, fan_out
 from video.jobs import JobSettings, Summariser
-from video.jobs.engine import save_frames
+from video.jobs.engine import clip_plan, save_frames
 from video.jobs.local import close_sampler, sampling_options
+from video.jobs.speech import Soundtrack
 from video.metrics import WorkerMetrics
 from video.probe import VideoInfo, VideoRejected, probe
 from video.sampling import SampledFrame, SamplingReport, sample
-from video.store import Session, SessionGone, Store
+from video.store import Session, SessionGone, SpeechWindow, Store
 from video.temporal.shared import (
     FailInput,
     FinishInput,
@@ -31,6 +33,8 @@ from video.temporal.shared import (
     PlanInput,
     SegmentInput,
     SegmentOutcome,
+    SpeechInput,
+    SpeechResult,
     SummariseInput,
 )
 
@@ -44,10 +48,10 @@ class _WhileStored(Describer):
     session_id: str = ""
     store: Store | None = None
 
-    async def describe(self, frames: list[SampledFrame]) -> str:
+    async def describe(self, frames: list[SampledFrame], clip: tuple[float, float] | None = None) -> str:
         if self.store is not None and await asyncio.to_thread(self.store.get_session, self.session_id) is None:
             raise _gone(self.session_id)
-        return await super().describe(frames)
+        return await super().describe(frames, clip)
 
 
 def _gone(session_id: str) -> ApplicationError:
@@ -66,6 +70,7 @@ class VideoActivities:
         metrics: WorkerMetrics,
         frame_slots: asyncio.Semaphore,
         heartbeat_every_s: float = 10.0,
+        soundtrack: Soundtrack | None = None,
     ) -> None:
         self.store = store
         self.describer = describer
@@ -74,6 +79,7 @@ class VideoActivities:
         self.metrics = metrics
         self.frame_slots = frame_slots
         self.heartbeat_every_s = heartbeat_every_s
+        self.soundtrack = replace(soundtrack, record=metrics.speech) if soundtrack is not None else None
 
     async def _session(self, session_id: str) -> Session:
         # Store calls run in threads: a slow database must not hold up the heartbeats, or Temporal
@@ -105,9 +111,33 @@ class VideoActivities:
         batch = self.summariser.batch_size
         # Which frames a scene pass keeps depends on the frames before it: one segment then.
         scene = options.scene_threshold is not None
-        size = total if scene else max(batch, round(job.segment_frames / batch) * batch)
+        unit = batch
+        clips = clip_plan(session)
+        if clips is not None and options.max_frames is None:
+            # Segments hold whole clips too, so that no clip is cut in two requests.
+            unit = math.lcm(batch, max(1, round(clips.seconds * options.fps)))
+        size = total if scene else max(unit, round(job.segment_frames / unit) * unit)
         await asyncio.to_thread(self.store.update_session, session.id, status="processing")
-        return JobPlan(total, max(1, size), batch)
+        return JobPlan(total, max(1, size), batch, transcribe=session.audio == "transcribing")
+
+    @activity.defn
+    async def transcribe_soundtrack(self, job: SpeechInput) -> SpeechResult:
+        """Transcribe the soundtrack's windows not stored yet (a retry continues where it stopped)."""
+        session = await self._session(job.session_id)
+        if self.soundtrack is None:
+            await asyncio.to_thread(self.store.update_session, session.id, audio="not transcribed")
+            return SpeechResult(0, 0, ["the workers have no transcription group (VIDEO_TRANSCRIPTION_MODEL)"])
+        stored = [0]
+
+        async def counted(window: SpeechWindow, segments: int) -> None:
+            stored[0] += 1
+
+        try:
+            async with self._heartbeats(lambda: stored[0]):
+                outcome = await self.soundtrack.transcribe(session, counted)
+        except SessionGone:
+            raise _gone(session.id) from None
+        return SpeechResult(outcome.transcribed, outcome.failed, outcome.warnings)
 
     @activity.defn
     async def describe_segment(self, segment: SegmentInput) -> SegmentOutcome:
@@ -127,10 +157,12 @@ class VideoActivities:
         describer.session_id, describer.store = session.id, self.store
         last_stored = [max(done, default=segment.first - 1)]
 
-        async def on_result(batch: list[SampledFrame], description: str | None, error: str | None) -> None:
+        async def on_result(
+            batch: list[SampledFrame], clip: tuple[float, float] | None, description: str | None, error: str | None
+        ) -> None:
             self.metrics.frames("described" if description is not None else "failed", len(batch))
             try:
-                await asyncio.to_thread(save_frames, self.store, session.id, batch, description, error)
+                await asyncio.to_thread(save_frames, self.store, session.id, batch, clip, description, error)
             except SessionGone:
                 raise _gone(session.id) from None
             for frame in batch:
@@ -162,6 +194,7 @@ class VideoActivities:
                     frames_per_request=int(session.options.get("frames_per_request", self.settings.frames_per_request)),
                     latency=self.metrics.latency,
                     slots=self.frame_slots,
+                    clips=clip_plan(session),
                 )
         finally:
             await asyncio.to_thread(close_sampler, frames, stop)

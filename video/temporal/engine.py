@@ -165,6 +165,7 @@ class TemporalEngine:
                     "event": "frame",
                     **current,
                     "frames": [{"index": frame.index, "timestamp_s": frame.timestamp_s}],
+                    "clip": {"start_s": frame.clip_start_s, "end_s": frame.clip_end_s} if frame.clip else None,
                     "description": frame.description,
                     "frame_error": frame.error,
                 },

@@ -18,6 +18,7 @@ class JobPlan:
     total_frames: int
     segment_frames: int  # frames one describe_segment activity covers (whole summary batches)
     batch_size: int
+    transcribe: bool = False  # the soundtrack is transcribed beside the frames
 
     def segments(self) -> int:
         return max(1, -(-self.total_frames // self.segment_frames))
@@ -39,6 +40,19 @@ class VideoJobInput:
     plan: JobPlan | None = None
     next_segment: int = 0
     produced: int = 0
+    warnings: list[str] = field(default_factory=list)
+    speech_done: bool = False
+
+
+@dataclass
+class SpeechInput:
+    session_id: str
+
+
+@dataclass
+class SpeechResult:
+    transcribed: int
+    failed: int
     warnings: list[str] = field(default_factory=list)
 
 

@@ -34,6 +34,7 @@ def build_worker(client: Client, settings: VideoSettings, activities: VideoActiv
         activities=[
             activities.plan,
             activities.describe_segment,
+            activities.transcribe_soundtrack,
             activities.summarise_batches,
             activities.finish,
             activities.mark_failed,
@@ -76,6 +77,7 @@ async def run_worker(
         WorkerMetrics(runtime.metric_meter),
         asyncio.Semaphore(settings.max_concurrency),
         heartbeat_every_s=max(0.5, settings.temporal_heartbeat_timeout_s / 3),
+        soundtrack=parts.soundtrack,
     )
     await check_gateway(parts.client, settings.gateway_url)
     stop = asyncio.Event()

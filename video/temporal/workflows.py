@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         SegmentInput,
         SegmentOutcome,
+        SpeechInput,
         SummariseInput,
         VideoJobInput,
     )
@@ -37,11 +38,20 @@ RETRY = RetryPolicy(
 
 @workflow.defn
 class VideoWorkflow:
+    def __init__(self) -> None:
+        self._speech_task: asyncio.Task[list[str]] | None = None
+
     @workflow.run
     async def run(self, job: VideoJobInput) -> str:
         try:
             plan = job.plan or await self._plan(job)
+            # The soundtrack runs beside the frames; a run continued as new starts it again, and it
+            # goes on from the windows already stored.
+            if plan.transcribe and not job.speech_done:
+                self._speech_task = asyncio.create_task(self._speech(job))
             produced, warnings = await self._describe(job, plan)
+            if self._speech_task is not None:
+                warnings += await self._speech_task
             return await workflow.execute_activity_method(
                 VideoActivities.finish,
                 FinishInput(job.session_id, produced, warnings),
@@ -61,6 +71,23 @@ class VideoWorkflow:
                 retry_policy=RETRY,
             )
             raise ApplicationError(message, non_retryable=True) from exc
+
+    async def _speech(self, job: VideoJobInput) -> list[str]:
+        """The soundtrack's warnings; its failure never fails the frames."""
+        try:
+            result = await workflow.execute_activity_method(
+                VideoActivities.transcribe_soundtrack,
+                SpeechInput(job.session_id),
+                start_to_close_timeout=timedelta(hours=6),
+                heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
+                retry_policy=RETRY,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "SessionGone":
+                raise
+            return ["the soundtrack could not be transcribed; see the workers' log"]
+        return result.warnings
 
     async def _plan(self, job: VideoJobInput) -> JobPlan:
         return await workflow.execute_activity_method(
@@ -83,8 +110,18 @@ class VideoWorkflow:
                 pending.append(asyncio.create_task(self._segment(job, plan, segment)))
                 segment, scheduled = segment + 1, scheduled + 1
             if not pending:
+                heard = self._speech_task is not None and self._speech_task.done()
+                if heard and self._speech_task is not None:
+                    warnings += self._speech_task.result()
                 workflow.continue_as_new(
-                    replace(job, plan=plan, next_segment=segment, produced=produced, warnings=warnings)
+                    replace(
+                        job,
+                        plan=plan,
+                        next_segment=segment,
+                        produced=produced,
+                        warnings=warnings,
+                        speech_done=job.speech_done or heard,
+                    )
                 )
             done, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
