@@ -16,7 +16,7 @@ import uvicorn
 from playwright.sync_api import Page, expect
 
 from tests.fakes import Behaviour, FakeUpstream, free_socket
-from tests.video.conftest import Videos
+from tests.video.conftest import Soundtracks, Videos
 from video.api import create_app
 from video.settings import VideoSettings
 
@@ -56,7 +56,8 @@ def service_url(tmp_path: Path) -> Iterator[str]:
     holder: dict[str, uvicorn.Server] = {}
 
     async def run() -> None:
-        fake = await FakeUpstream("gateway", Behaviour(echo_prompt=True, delay_s=0.15)).start()
+        heard = "The deadline is on Friday.|Open the red box now."
+        fake = await FakeUpstream("gateway", Behaviour(echo_prompt=True, delay_s=0.15, heard=heard)).start()
         settings = VideoSettings(
             _env_file=None,  # type: ignore[call-arg]
             gateway_url=fake.url,
@@ -64,6 +65,7 @@ def service_url(tmp_path: Path) -> Iterator[str]:
             max_retries=0,
             summary_batch_size=3,
             max_concurrency=2,
+            transcription_model="speech",
         )
         server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
         holder["server"] = server
@@ -146,3 +148,23 @@ def test_a_rejected_file_shows_the_server_message(page: Page, service_url: str, 
     expect(error).to_be_visible()
     expect(error).to_contain_text("notes.mp4: the file cannot be opened as a video")
     assert os.path.exists(str(videos.not_a_video))
+
+
+def test_the_transcript_beside_the_timeline_opens_its_moments(
+    page: Page, service_url: str, soundtracks: Soundtracks
+) -> None:
+    page.goto(service_url)
+    page.set_input_files("#file", str(soundtracks.speech_mp4))
+    page.get_by_label("Frames per second").fill("1")
+    page.get_by_role("button", name="Analyse").click()
+    expect(page.locator("#job-text")).to_contain_text("completed: 12 of 12 frames described", timeout=60_000)
+    lines = page.locator("#transcript li")
+    expect(lines).to_have_count(2, timeout=10_000)
+    expect(lines.first).to_contain_text("00:01")
+    expect(lines.first).to_contain_text("The deadline is on Friday.")
+    page.get_by_role("button", name=re.compile("Open the red box now")).click()
+    expect(page.locator("#frame-7")).to_have_class(re.compile("highlight"))
+    page.get_by_label("Search the descriptions of every video").fill("deadline")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#search-results .result").first).to_contain_text("speech.mp4 · 00:01", timeout=10_000)
+    expect(page.locator("#search-results .result").first).to_contain_text("said")

@@ -102,6 +102,7 @@ async function openSession(id) {
   for (const frame of frames.frames) state.frames.set(frame.index, frame);
   renderTimeline();
   loadSummaries();
+  loadTranscript(status);
   if (status.status === "queued" || status.status === "processing") follow(id);
   $("session").scrollIntoView({ behavior: "smooth", block: "start" });
 }
@@ -118,6 +119,9 @@ function renderStatus(status) {
     text += ` · elapsed ${duration(elapsed)} · about ${duration((status.total_frames - done) / rate)} left`;
   }
   if (status.error) text += ` · ${status.error}`;
+  if (status.clip_mode === "video") text += " · described as video clips";
+  if (status.audio === "transcribing") text += ` · soundtrack: ${status.speech_percentage ?? 0}% transcribed`;
+  else if (status.audio === "not transcribed") text += " · soundtrack not transcribed";
   $("job-text").textContent = text;
   $("warnings").replaceChildren(...(status.warnings || []).map((w) => Object.assign(document.createElement("li"), { textContent: w })));
 }
@@ -153,13 +157,15 @@ function onEvent(event) {
   if (event.event === "frame") {
     for (const frame of event.frames) {
       state.frames.set(frame.index, { index: frame.index, timestamp_s: frame.timestamp_s, timestamp: label(frame.timestamp_s),
-        description: event.description, error: event.frame_error, thumbnail_url: `/sessions/${state.session}/frames/${frame.index}.jpg` });
+        description: event.description, error: event.frame_error, thumbnail_url: `/sessions/${state.session}/frames/${frame.index}.jpg`,
+        clip_start_s: event.clip ? event.clip.start_s : null, clip_end_s: event.clip ? event.clip.end_s : null });
       updateFrame(frame.index);
     }
   }
   if (event.event === "summary") loadSummaries();
+  if (event.event === "speech") loadTranscript(event);
   renderStatus(event);
-  if (event.event === "completed" || event.event === "failed") { loadSummaries(); renderTimeline(); loadSessions(); }
+  if (event.event === "completed" || event.event === "failed") { loadSummaries(); renderTimeline(); loadSessions(); loadTranscript(event); }
 }
 
 // ---- timeline -----------------------------------------------------------------------------
@@ -189,7 +195,7 @@ function frameCard(index) {
   const meta = document.createElement("div");
   meta.className = "meta";
   const time = document.createElement("time");
-  time.textContent = frame ? frame.timestamp : `frame ${index + 1}`;
+  time.textContent = frame ? when(frame) : `frame ${index + 1}`;
   const text = document.createElement("p");
   text.textContent = !frame ? "waiting for a description…" : frame.description ?? `failed: ${frame.error}`;
   meta.append(time, text);
@@ -227,8 +233,14 @@ async function loadThumbnail(image) {
   } catch { /* the placeholder stays */ }
 }
 
+// A frame described in a clip shows the clip's range: its description is the clip's.
+function when(frame) {
+  if (frame.clip_start_s == null) return frame.timestamp;
+  return `${frame.timestamp} (clip ${label(frame.clip_start_s)}–${label(frame.clip_end_s)})`;
+}
+
 function view(frame, image) {
-  $("viewer-title").textContent = `Frame at ${frame.timestamp}`;
+  $("viewer-title").textContent = `Frame at ${when(frame)}`;
   $("viewer-image").src = image.src || "";
   $("viewer-image").alt = `Frame at ${frame.timestamp}`;
   $("viewer-text").textContent = frame.description ?? `failed: ${frame.error}`;
@@ -246,6 +258,30 @@ function jumpTo(seconds) {
   card.classList.add("highlight");
   card.scrollIntoView({ behavior: "smooth", block: "center" });
   card.querySelector("button").focus({ preventScroll: true });
+}
+
+// ---- transcript ---------------------------------------------------------------------------
+async function loadTranscript(status) {
+  const audio = status && status.audio;
+  $("transcript-panel").hidden = !audio || audio === "none";
+  if ($("transcript-panel").hidden || !state.session) return;
+  const session = state.session;
+  const transcript = await api(`/sessions/${session}/transcript`);
+  if (state.session !== session) return;
+  const words = { "not transcribed": "The soundtrack is not transcribed.", transcribing: "Transcribing…", done: "" };
+  let note = words[transcript.audio] ?? "";
+  if (!transcript.segments.length && transcript.audio === "done") note = "Nothing was said.";
+  if (transcript.failed.length) note += ` ${transcript.failed.length} stretch(es) could not be transcribed.`;
+  $("transcript-status").textContent = note.trim();
+  $("transcript").replaceChildren(...transcript.segments.map((segment) => {
+    const item = document.createElement("li");
+    const button = Object.assign(document.createElement("button"), { type: "button" });
+    button.setAttribute("aria-label", `Said at ${segment.start}: ${segment.text}. Open this moment`);
+    button.append(Object.assign(document.createElement("time"), { textContent: segment.start }), document.createTextNode(segment.text));
+    button.addEventListener("click", () => jumpTo(segment.start_s));
+    item.append(button);
+    return item;
+  }));
 }
 
 // ---- summaries and chat -------------------------------------------------------------------
@@ -328,7 +364,8 @@ async function search(event) {
     const image = Object.assign(document.createElement("img"), { className: "thumb", alt: "" });
     image.dataset.src = r.thumbnail_url;
     const meta = Object.assign(document.createElement("span"), { className: "meta" });
-    const where = Object.assign(document.createElement("strong"), { textContent: `${r.filename} · ${r.timestamp}` });
+    const said = r.kind === "speech" ? " · said" : "";
+    const where = Object.assign(document.createElement("strong"), { textContent: `${r.filename} · ${r.timestamp}${said}` });
     meta.append(where, Object.assign(document.createElement("span"), { textContent: r.description }));
     button.append(image, meta);
     button.addEventListener("click", () => openMoment(r.session_id, r.timestamp_s));
