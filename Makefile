@@ -82,6 +82,7 @@ bench: install
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.endpoints
 	$(BIN)/python -m bench.video
+	$(BIN)/python -m bench.video_tokens
 	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.fleet
 	$(BIN)/python -m bench.providers
