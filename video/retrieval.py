@@ -9,12 +9,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import openai
 from openai import AsyncOpenAI
 
-from video.store import Moment, SpeechSegment, SpokenMoment, Store
+from video.store import Moment, Session, SpeechSegment, SpokenMoment, Store
 
 log = logging.getLogger("video.retrieval")
 
@@ -28,6 +29,7 @@ _STOP_WORD_TEXT = (
 STOP_WORDS = frozenset(_STOP_WORD_TEXT.split())
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 RRF_K = 60
+K = TypeVar("K", int, tuple[int, int])
 
 
 def query_terms(text: str) -> list[str]:
@@ -78,15 +80,17 @@ class Embedder:
         return vectors
 
 
-def nearest(query: np.ndarray, candidates: list[tuple[str, int, bytes]], limit: int) -> list[tuple[str, int]]:
-    """The (session, frame) pairs whose vectors are closest to ``query`` (cosine), best first."""
+def nearest(query: np.ndarray, candidates: list[tuple[str, K, bytes]], limit: int) -> list[tuple[str, K]]:
+    """The (session, key) pairs (a frame, a speech segment) whose vectors are closest to ``query``
+    (cosine), best first."""
     usable = [(s, i, v) for s, i, v in candidates if len(v) == query.nbytes]
     if not usable:
         return []
     matrix = np.frombuffer(b"".join(v for _, _, v in usable), dtype=np.float32).reshape(len(usable), -1)
     scores = matrix @ query
     order = np.argsort(-scores)[:limit]
-    return [(usable[i][0], usable[i][1]) for i in order]
+    # Nothing in common (a cosine of zero or less) is no match, however few candidates there are.
+    return [(usable[i][0], usable[i][1]) for i in order if scores[i] > 0]
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Retriever:
 
     store: Store
     embedder: Embedder | None = None
+    _last_query: tuple[str, np.ndarray] | None = None
 
     async def rank(self, session_id: str, question: str, limit: int = 400) -> list[int]:
         """Frame indices, best first: BM25, fused with dense similarity when embeddings exist."""
@@ -103,8 +108,17 @@ class Retriever:
         return fuse([lexical, dense])[:limit] if dense else lexical
 
     async def rank_speech(self, session_id: str, question: str, limit: int = 100) -> list[SpeechSegment]:
-        """What was said in the session that best matches the question (BM25), best first."""
-        return await asyncio.to_thread(self.store.rank_speech, session_id, query_terms(question), limit)
+        """What was said in the session that best matches the question, best first: BM25, fused with
+        dense similarity when speech embeddings exist."""
+        lexical = await asyncio.to_thread(self.store.rank_speech, session_id, query_terms(question), limit)
+        dense = await self._dense_speech([session_id], question, limit)
+        if not dense:
+            return lexical
+        close = await asyncio.to_thread(self.store.speech_at, session_id, [key for _, key in dense])
+        both = list(dict.fromkeys([*lexical, *close]))
+        position = {segment: n for n, segment in enumerate(both)}
+        order = fuse([[position[s] for s in lexical], [position[s] for s in close]])
+        return [both[n] for n in order[:limit]]
 
     async def search(
         self, owner: str | None, sessions: list[str], question: str, limit: int
@@ -113,6 +127,7 @@ class Retriever:
         clip) and what was said, fused by rank."""
         seen = _one_a_clip(await self._seen(owner, sessions, question, limit * 2))
         said = await asyncio.to_thread(self.store.search_speech, owner, query_terms(question), limit)
+        said = await self._with_dense_speech(sessions, question, said, limit)
         if not said:
             return list(seen[:limit])
         both: list[Moment | SpokenMoment] = [*seen, *said]
@@ -144,15 +159,54 @@ class Retriever:
             return None
         return Moment(session_id, session.filename, index, frames[0].timestamp_s, frames[0].description)
 
+    async def _with_dense_speech(
+        self, sessions: list[str], question: str, lexical: list[SpokenMoment], limit: int
+    ) -> list[SpokenMoment]:
+        dense = await self._dense_speech(sessions, question, limit)
+        if not dense:
+            return lexical
+        names = {s.id: s.filename for s in await asyncio.to_thread(self._sessions, sessions)}
+        close = []
+        for session_id, key in dense:
+            for found in await asyncio.to_thread(self.store.speech_at, session_id, [key]):
+                close.append(
+                    SpokenMoment(session_id, names.get(session_id, ""), found.start_s, found.end_s, found.text)
+                )
+        both = list(dict.fromkeys([*lexical, *close]))
+        position = {moment: n for n, moment in enumerate(both)}
+        order = fuse([[position[m] for m in lexical], [position[m] for m in close]])
+        return [both[n] for n in order[:limit]]
+
+    def _sessions(self, session_ids: list[str]) -> list[Session]:
+        return [s for s in (self.store.get_session(i) for i in session_ids) if s is not None]
+
+    async def _dense_speech(self, sessions: list[str], question: str, limit: int) -> list[tuple[str, tuple[int, int]]]:
+        if self.embedder is None or not sessions:
+            return []
+        candidates = await asyncio.to_thread(self.store.speech_embeddings, sessions, self.embedder.model)
+        if not candidates:
+            return []
+        query = await self._query_vector(question)
+        return [] if query is None else nearest(query, candidates, limit)
+
+    async def _query_vector(self, question: str) -> np.ndarray | None:
+        """The question's vector; the last one is remembered (frames and speech rank the same question)."""
+        assert self.embedder is not None
+        if self._last_query is not None and self._last_query[0] == question:
+            return self._last_query[1]
+        try:
+            (query,) = await self.embedder.embed([question])
+        except openai.APIError as exc:
+            log.warning("the question could not be embedded; ranking by words only", extra={"error": str(exc)})
+            return None
+        self._last_query = (question, query)
+        return query
+
     async def _dense(self, sessions: list[str], question: str, limit: int) -> list[tuple[str, int]]:
         if self.embedder is None or not sessions:
             return []
         candidates = await asyncio.to_thread(self.store.embeddings, sessions, self.embedder.model)
         if not candidates:
             return []
-        try:
-            (query,) = await self.embedder.embed([question])
-        except openai.APIError as exc:
-            log.warning("the question could not be embedded; ranking by words only", extra={"error": str(exc)})
-            return []
-        return nearest(query, candidates, limit)
+        query = await self._query_vector(question)
+        return [] if query is None else nearest(query, candidates, limit)

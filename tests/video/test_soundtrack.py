@@ -217,3 +217,18 @@ async def test_audio_only_files_are_refused_with_the_reason(
     refused = await _upload(service, soundtracks.audio_only_m4a)
     assert refused.status_code == 400
     assert "soundtrack but no video" in refused.json()["error"]["message"]
+
+
+@pytest.mark.service
+async def test_speech_is_found_by_meaning_with_an_embeddings_group(
+    upstream: UpstreamFactory, video_service: ServiceFactory, soundtracks: Soundtracks
+) -> None:
+    gateway = await upstream("gateway", echo_prompt=True, heard="My bicycle has a flat tyre.|Open the red box now.")
+    service = await video_service(gateway_url=gateway.url, transcription_model="speech", embedding_model="embed")
+    session_id = (await _upload(service, soundtracks.speech_mp4, fps="1")).json()["session_id"]
+    assert (await _events_until_done(service, session_id))[-1]["event"] == "completed"
+    embedded = [b["input"] for b in gateway.bodies if b.get("model") == "embed" and isinstance(b.get("input"), list)]
+    assert ["My bicycle has a flat tyre.", "Open the red box now."] in embedded
+    found = (await service.http.get("/search", params={"q": "bike"})).json()["results"]  # no word in common
+    assert found[0]["kind"] == "speech"
+    assert found[0]["description"] == "My bicycle has a flat tyre."

@@ -251,3 +251,17 @@ def test_speech_windows_are_idempotent_and_a_transcript_survives_a_later_failure
     assert store.speech_windows("s") == []
     with pytest.raises(SessionGone):
         store.save_speech("s", SpeechWindow(2, 60.0, 90.0), [])
+
+
+def test_speech_embeddings_follow_their_segments(store: Store) -> None:
+    store.create_session(_session("s"))
+    heard = [SpeechSegment(1.0, 2.0, "a bicycle"), SpeechSegment(3.0, 4.0, "a box")]
+    store.save_speech("s", SpeechWindow(0, 0.0, 30.0), heard)
+    missing = store.speech_without_embedding("s", "m", 10)
+    assert [(m.window_index, m.segment_index, m.segment) for m in missing] == [(0, 0, heard[0]), (0, 1, heard[1])]
+    store.save_speech_embeddings("s", "m", {(0, 0): b"\x00" * 8, (0, 1): b"\x01" * 8, (5, 0): b"\x02" * 8})
+    assert store.speech_without_embedding("s", "m", 10) == []
+    assert sorted(key for _, key, _ in store.speech_embeddings(["s"], "m")) == [(0, 0), (0, 1)]  # (5, 0) is no segment
+    assert store.speech_at("s", [(0, 1), (9, 9), (0, 0)]) == [heard[1], heard[0]]
+    store.save_speech("s", SpeechWindow(0, 0.0, 30.0), heard[:1])  # a retried window's segments are new rows
+    assert [m.segment for m in store.speech_without_embedding("s", "m", 10)] == heard[:1]

@@ -116,21 +116,43 @@ class Summariser:
         return True
 
     async def embed_missing(self, session_id: str) -> None:
-        """Embed the session's described frames that have no vector yet (also after a resume)."""
+        """Embed the session's described frames (a clip's description once) and speech segments that
+        have no vector yet (also after a resume)."""
         if self.embedder is None:
             return
+        await self._embed_frames(session_id)
+        await self._embed_speech(session_id)
+
+    async def _embed_speech(self, session_id: str) -> None:
+        assert self.embedder is not None
+        model = self.embedder.model
+        while segments := await asyncio.to_thread(
+            self.store.speech_without_embedding, session_id, model, EMBED_BATCH * 2
+        ):
+            try:
+                vectors = await self.embedder.embed([s.segment.text for s in segments])
+            except openai.APIError as exc:
+                log.warning("embedding speech failed", extra={"session_id": session_id, "error": str(exc)})
+                return
+            stored = {(s.window_index, s.segment_index): v.tobytes() for s, v in zip(segments, vectors, strict=True)}
+            await asyncio.to_thread(self.store.save_speech_embeddings, session_id, model, stored)
+
+    async def _embed_frames(self, session_id: str) -> None:
+        assert self.embedder is not None
         model = self.embedder.model
         while frames := await asyncio.to_thread(
             self.store.frames_without_embedding, session_id, model, EMBED_BATCH * 2
         ):
+            # A clip's frames share one description: it is embedded once.
+            texts = list(dict.fromkeys(f.description or "" for f in frames))
             try:
-                vectors = await self.embedder.embed([f.description or "" for f in frames])
+                embedded = dict(zip(texts, await self.embedder.embed(texts), strict=True))
             except openai.APIError as exc:
                 log.warning(
                     "embedding failed; search uses words only", extra={"session_id": session_id, "error": str(exc)}
                 )
                 return
-            stored = {f.index: v.tobytes() for f, v in zip(frames, vectors, strict=True)}
+            stored = {f.index: embedded[f.description or ""].tobytes() for f in frames}
             await asyncio.to_thread(self.store.save_embeddings, session_id, model, stored)
 
     async def finish(self, session_id: str, produced: int, sampling_warnings: list[str]) -> str:

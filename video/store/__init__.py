@@ -19,6 +19,7 @@ from video.store.records import (
     SpeechWindow,
     SpokenMoment,
     StoredFrame,
+    StoredSpeech,
     Summary,
 )
 from video.store.sqlite import SQLiteStore
@@ -37,6 +38,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "StoredFrame",
+    "StoredSpeech",
     "Summary",
     "open_store",
 ]

@@ -17,6 +17,7 @@ from video.store.records import (
     SpeechWindow,
     SpokenMoment,
     StoredFrame,
+    StoredSpeech,
     Summary,
 )
 
@@ -117,6 +118,18 @@ class Store(Protocol):
         ...
 
     def speech_windows(self, session_id: str) -> list[SpeechWindow]: ...
+
+    def speech_without_embedding(self, session_id: str, model: str, limit: int) -> list[StoredSpeech]: ...
+
+    def save_speech_embeddings(self, session_id: str, model: str, vectors: dict[tuple[int, int], bytes]) -> None: ...
+
+    def speech_embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, tuple[int, int], bytes]]:
+        """(session, (window, segment), float32 vector bytes) of the sessions' embedded speech."""
+        ...
+
+    def speech_at(self, session_id: str, keys: list[tuple[int, int]]) -> list[SpeechSegment]:
+        """The segments with these (window, segment) keys, in the keys' order (missing ones left out)."""
+        ...
 
     def speech(self, session_id: str, start_s: float = 0.0, end_s: float = LAST_TIME_S) -> list[SpeechSegment]:
         """The stored speech segments starting in ``start_s``..``end_s`` (all by default), in time order."""

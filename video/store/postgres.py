@@ -23,6 +23,7 @@ from video.store.records import (
     SpeechWindow,
     SpokenMoment,
     StoredFrame,
+    StoredSpeech,
     Summary,
     session_values,
     update_values,
@@ -354,6 +355,39 @@ class PostgresStore:
             return self._run(write)
         except pg_errors.ForeignKeyViolation as exc:
             raise SessionGone(session_id) from exc
+
+    def speech_without_embedding(self, session_id: str, model: str, limit: int) -> list[StoredSpeech]:
+        rows = self._run(lambda conn: conn.execute(SQL.speech_without_embedding, (model, session_id, limit)).fetchall())
+        return [StoredSpeech(r[0], r[1], SpeechSegment(r[2], r[3], r[4])) for r in rows]
+
+    def save_speech_embeddings(self, session_id: str, model: str, vectors: dict[tuple[int, int], bytes]) -> None:
+        """Store speech embeddings (float32 bytes); a segment replaced meanwhile is skipped."""
+
+        def insert(conn: Connection) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    SQL.save_speech_embedding,
+                    [(session_id, w, s, model, v, session_id, w, s) for (w, s), v in vectors.items()],
+                )
+
+        self._run(insert)
+
+    def speech_embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, tuple[int, int], bytes]]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT session_id, window_index, segment_index, vector FROM speech_embeddings "
+                "WHERE model = %s AND session_id = ANY(%s)",
+                (model, session_ids),
+            ).fetchall()
+        )
+        return [(r[0], (r[1], r[2]), bytes(r[3])) for r in rows]
+
+    def speech_at(self, session_id: str, keys: list[tuple[int, int]]) -> list[SpeechSegment]:
+        def read(conn: Connection) -> list[SpeechSegment]:
+            rows = [conn.execute(SQL.speech_at, (session_id, w, s)).fetchone() for w, s in keys]
+            return [SpeechSegment(*r) for r in rows if r is not None]
+
+        return self._run(read)
 
     def speech_windows(self, session_id: str) -> list[SpeechWindow]:
         rows = self._run(lambda conn: conn.execute(SQL.speech_windows, (session_id,)).fetchall())

@@ -64,6 +64,23 @@ SAVE_WINDOW = (
     "error = excluded.error, stored_at = excluded.stored_at"
 )
 
+# A speech segment's key is (window_index, segment_index); its vector is stored per embedding model.
+SPEECH_WITHOUT_EMBEDDING = (
+    "SELECT s.window_index, s.segment_index, s.start_s, s.end_s, s.text FROM speech s "
+    "LEFT JOIN speech_embeddings e ON e.session_id = s.session_id AND e.window_index = s.window_index "
+    "AND e.segment_index = s.segment_index AND e.model = {p} WHERE s.session_id = {p} AND e.vector IS NULL "
+    "ORDER BY s.window_index, s.segment_index LIMIT {p}"
+)
+SAVE_SPEECH_EMBEDDING = (
+    "INSERT INTO speech_embeddings SELECT {p}, {p}, {p}, {p}, {p} WHERE EXISTS (SELECT 1 FROM speech "
+    "WHERE session_id = {p} AND window_index = {p} AND segment_index = {p}) "
+    "ON CONFLICT (session_id, window_index, segment_index) DO UPDATE SET model = excluded.model, "
+    "vector = excluded.vector"
+)
+SPEECH_AT = (
+    "SELECT start_s, end_s, text FROM speech WHERE session_id = {p} AND window_index = {p} AND segment_index = {p}"
+)
+
 
 class Statements:
     """The shared statements with ``placeholder`` for each parameter."""
@@ -87,3 +104,6 @@ class Statements:
         self.delete_window_speech = fill(DELETE_WINDOW_SPEECH)
         self.insert_speech = fill(INSERT_SPEECH)
         self.save_window = fill(SAVE_WINDOW)
+        self.speech_without_embedding = fill(SPEECH_WITHOUT_EMBEDDING)
+        self.save_speech_embedding = fill(SAVE_SPEECH_EMBEDDING)
+        self.speech_at = fill(SPEECH_AT)

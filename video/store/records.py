@@ -60,6 +60,15 @@ class SpeechSegment:
 
 
 @dataclass(frozen=True)
+class StoredSpeech:
+    """A speech segment with its key in the store: (window, position in the window)."""
+
+    window_index: int
+    segment_index: int
+    segment: SpeechSegment
+
+
+@dataclass(frozen=True)
 class SpeechWindow:
     """A stretch of the soundtrack transcribed in one request; ``error`` when it failed."""
 

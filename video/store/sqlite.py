@@ -23,6 +23,7 @@ from video.store.records import (
     SpeechWindow,
     SpokenMoment,
     StoredFrame,
+    StoredSpeech,
     Summary,
     session_values,
     update_values,
@@ -366,6 +367,34 @@ class SQLiteStore:
         except sqlite3.IntegrityError as exc:
             raise SessionGone(session_id) from exc
         return True
+
+    def speech_without_embedding(self, session_id: str, model: str, limit: int) -> list[StoredSpeech]:
+        with self._reading() as db:
+            rows = db.execute(SQL.speech_without_embedding, (model, session_id, limit)).fetchall()
+        return [StoredSpeech(r[0], r[1], SpeechSegment(r[2], r[3], r[4])) for r in rows]
+
+    def save_speech_embeddings(self, session_id: str, model: str, vectors: dict[tuple[int, int], bytes]) -> None:
+        """Store speech embeddings (float32 bytes); a segment replaced meanwhile is skipped."""
+        with self._transaction() as db:
+            db.executemany(
+                SQL.save_speech_embedding,
+                [(session_id, w, s, model, v, session_id, w, s) for (w, s), v in vectors.items()],
+            )
+
+    def speech_embeddings(self, session_ids: list[str], model: str) -> list[tuple[str, tuple[int, int], bytes]]:
+        marks = ",".join("?" * len(session_ids))
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT session_id, window_index, segment_index, vector FROM speech_embeddings "  # noqa: S608
+                f"WHERE model = ? AND session_id IN ({marks})",
+                (model, *session_ids),
+            ).fetchall()
+        return [(r[0], (r[1], r[2]), bytes(r[3])) for r in rows]
+
+    def speech_at(self, session_id: str, keys: list[tuple[int, int]]) -> list[SpeechSegment]:
+        with self._reading() as db:
+            rows = [db.execute(SQL.speech_at, (session_id, w, s)).fetchone() for w, s in keys]
+        return [SpeechSegment(*r) for r in rows if r is not None]
 
     def speech_windows(self, session_id: str) -> list[SpeechWindow]:
         with self._reading() as db:

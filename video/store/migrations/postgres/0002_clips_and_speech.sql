@@ -27,3 +27,13 @@ CREATE TABLE IF NOT EXISTS speech (
 );
 CREATE INDEX IF NOT EXISTS speech_by_time ON speech (session_id, start_s);
 CREATE INDEX IF NOT EXISTS speech_search ON speech USING GIN (search);
+CREATE TABLE IF NOT EXISTS speech_embeddings (
+    session_id TEXT NOT NULL,
+    window_index INTEGER NOT NULL,
+    segment_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    vector BYTEA NOT NULL,
+    PRIMARY KEY (session_id, window_index, segment_index),
+    FOREIGN KEY (session_id, window_index, segment_index)
+        REFERENCES speech(session_id, window_index, segment_index) ON DELETE CASCADE
+);

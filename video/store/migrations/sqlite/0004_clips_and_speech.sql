@@ -34,3 +34,13 @@ END;
 CREATE TRIGGER IF NOT EXISTS speech_fts_delete AFTER DELETE ON speech BEGIN
     INSERT INTO speech_fts(speech_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
 END;
+CREATE TABLE IF NOT EXISTS speech_embeddings (
+    session_id TEXT NOT NULL,
+    window_index INTEGER NOT NULL,
+    segment_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (session_id, window_index, segment_index),
+    FOREIGN KEY (session_id, window_index, segment_index)
+        REFERENCES speech(session_id, window_index, segment_index) ON DELETE CASCADE
+);
