@@ -33,9 +33,9 @@ class Deployment:
     stream_timeout: float
     weight: float
     supports_vision: bool
-    supports_video: bool = False
     max_parallel: int | None = None
     context_tokens: int | None = None
+    supports_video: bool = False  # takes video_url parts (a clip as one video item)
     sdk: bool = False  # not OpenAI-compatible: served through the litellm SDK (gateway.sdk)
     sdk_params: dict[str, Any] = field(default_factory=dict)  # more litellm_params for the SDK (api_version, ...)
     per_pod: bool = False  # api_base names a headless Service: one deployment per address (gateway.discovery)
