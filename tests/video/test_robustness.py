@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import UpstreamFactory
 from tests.fakes import FakeUpstream
-from tests.video.conftest import RunningService, ServiceFactory, Videos, make_video
+from tests.video.conftest import RunningService, ServiceFactory, Soundtracks, Videos, make_video
 from tests.video.test_api import _events_until_done, _upload
 from video.jobs import EventHub, JobSettings, LocalEngine
 from video.store import Session, SQLiteStore
@@ -100,6 +100,31 @@ async def test_delete_while_running_stops_its_requests_and_summaries(
     assert sent_for_doomed < 20, "the deleted job stopped early"
     assert _errors(caplog) == []
     assert (await service.http.get(f"/status/{doomed}")).status_code == 404
+
+
+async def test_delete_while_transcribing_stops_the_soundtrack_too(
+    upstream: UpstreamFactory,
+    video_service: ServiceFactory,
+    videos: Videos,
+    soundtracks: Soundtracks,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway = await upstream("gateway", delay_s=0.3, heard="The deadline is on Friday.")
+    service = await video_service(
+        gateway_url=gateway.url, transcription_model="speech", transcription_window_s=5, transcription_concurrency=1
+    )
+    doomed = (await _upload(service, soundtracks.speech_mp4, fps="4")).json()["session_id"]
+    async with service.http.stream("GET", f"/sessions/{doomed}/events") as events:
+        async for line in events.aiter_lines():
+            if '"event":"speech"' in line.replace(" ", ""):
+                break
+    assert (await service.http.delete(f"/sessions/{doomed}")).status_code == 200
+    heard = sum(1 for b in gateway.bodies if b.get("model") == "speech")
+    survivor = (await _upload(service, videos.short_mp4)).json()["session_id"]  # no soundtrack of its own
+    assert (await _events_until_done(service, survivor))[-1]["event"] == "completed"
+    assert sum(1 for b in gateway.bodies if b.get("model") == "speech") == heard
+    assert heard < 3, "the deleted job's soundtrack stopped early"
+    assert _errors(caplog) == []
 
 
 async def test_shutdown_mid_job_leaves_no_stray_task(
