@@ -14,7 +14,9 @@ from typing import Any
 from openai import AsyncOpenAI
 from pydantic import ValidationError
 
+from video.capabilities import VideoSupport
 from video.chat import ChatModel, build_context
+from video.clips import ClipPlan
 from video.fanout import Describer, fan_out, timestamp_label
 from video.probe import VideoRejected, probe
 from video.retrieval import query_terms
@@ -43,6 +45,9 @@ async def _analyze(args: argparse.Namespace) -> int:
     total = expected_frames(info, options)
     client = _client(args)
     describer = Describer(client, args.vision_model)
+    clips = None
+    if await VideoSupport(client, args.vision_model, args.clip_mode).takes_video():
+        clips = ClipPlan.for_job(args.chunk_seconds, args.fps, info.duration_s)
     chat = ChatModel(client, args.chat_model, budget_tokens=6000)
     results: dict[int, FrameRecord] = {}
     report = SamplingReport()
@@ -58,11 +63,16 @@ async def _analyze(args: argparse.Namespace) -> int:
                 results[frame.index] = FrameRecord(frame.index, frame.timestamp_s, description, error, start, end)
             progress.advance(task, len(batch))
 
-        await fan_out(sample(path, info, options, report), describer, on_result, args.concurrency)
+        await fan_out(sample(path, info, options, report), describer, on_result, args.concurrency, clips=clips)
     frames = [results[i] for i in sorted(results)]
+    printed: tuple[float, float] | None = None
     for frame in frames:
+        if frame.clip is not None and frame.clip == printed:
+            continue  # a clip's frames share its description: printed once, with its range
+        printed = frame.clip
         text = frame.description if frame.description is not None else f"(failed: {frame.error})"
-        print(f"[{timestamp_label(frame.timestamp_s)}] {text}")
+        when = timestamp_label(frame.timestamp_s) if frame.clip is None else "-".join(map(timestamp_label, frame.clip))
+        print(f"[{when}] {text}")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     failed = [f for f in frames if f.description is None]
@@ -268,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--max-frames", type=int)
     analyze.add_argument("--scene-threshold", type=float)
     analyze.add_argument("--concurrency", type=int, default=16)
+    analyze.add_argument(
+        "--clip-mode",
+        choices=("auto", "video", "images"),
+        default="auto",
+        help="send clips as video items (auto: when the gateway says the vision group takes video)",
+    )
+    analyze.add_argument("--chunk-seconds", type=float, default=10.0, help="the length of a clip (default 10)")
     analyze.add_argument("--question")
     analyze.add_argument("--output", help="write a JSON report here")
 

@@ -46,6 +46,26 @@ async def test_analyze_prints_timeline_and_answer_and_writes_a_report(
     assert data["warnings"] == []
 
 
+async def test_analyze_sends_clips_as_video_items_when_asked(
+    upstream: UpstreamFactory, videos: Videos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await upstream("gateway", echo_prompt=True)
+    argv = [
+        "analyze",
+        str(videos.h264_mp4),
+        "--gateway-url",
+        gateway.url,
+        "--clip-mode",
+        "video",
+        "--chunk-seconds",
+        "2",
+    ]
+    assert await asyncio.to_thread(main, argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[00:")]
+    assert [line.split("]")[0] for line in lines] == ["[00:00.0-00:02.0", "[00:02.0-00:04.0", "[00:04.0-00:05.0"]
+    assert [b["messages"][0]["content"][1]["type"] for b in gateway.bodies] == ["video_url"] * 3
+
+
 async def test_analyze_refuses_a_bad_file(
     upstream: UpstreamFactory, videos: Videos, capsys: pytest.CaptureFixture[str]
 ) -> None:
