@@ -36,6 +36,7 @@ async def test_upload_to_answer_through_gateway_and_vllm(
         answer_max_tokens=24,
         context_token_budget=150,
         summary_batch_size=3,
+        clip_mode="images",  # one picture a request here; test_video_clips sends the same frames as clips
     )
     with videos.h264_mp4.open("rb") as handle:
         uploaded = await service.http.post("/upload", files={"file": ("h264.mp4", handle)}, data={"fps": "1"})
