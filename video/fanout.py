@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import openai
 from openai import AsyncOpenAI
 
+from video.bounded import run_bounded
 from video.clips import MAX_CLIP_FRAMES, ClipPlan, clip_of
 from video.sampling import SampledFrame
 
@@ -133,53 +134,21 @@ async def fan_out(
     cancelled, and the error is raised. With ``clips``, each request is one clip, sent as a video item.
     """
     slots = slots if slots is not None else asyncio.Semaphore(max_concurrency)
-    running: set[asyncio.Task[None]] = set()
-    failed: list[Exception] = []  # the first result that could not be handled stops the fan-out
-
     batches = _Batches(frames, frames_per_request, clips)
 
     async def work(batch: list[SampledFrame]) -> None:
         clip = clip_of(clips, batch)
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            try:
-                description: str | None = await describer.describe(batch, clip)
-                error = None
-                if latency is not None:
-                    latency(time.perf_counter() - started)
-            except openai.APIError as exc:
-                description, error = None, gateway_error(exc)
-            await on_result(batch, clip, description, error)
-        except Exception as exc:
-            failed.append(exc)  # before the slot is released, so no new request starts after it
-            raise
-        finally:
-            slots.release()
+            description: str | None = await describer.describe(batch, clip)
+            error = None
+            if latency is not None:
+                latency(time.perf_counter() - started)
+        except openai.APIError as exc:
+            description, error = None, gateway_error(exc)
+        await on_result(batch, clip, description, error)
 
-    try:
-        while True:
-            await slots.acquire()
-            try:
-                batch = [] if failed else await asyncio.to_thread(batches.next)
-            except BaseException:
-                slots.release()
-                raise
-            if failed:
-                slots.release()
-                raise failed[0]
-            if not batch:
-                slots.release()
-                break
-            task = asyncio.create_task(work(batch))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
-    finally:
-        for task in running:
-            task.cancel()
-        # Wait for the cancelled requests, so their slots are free when this returns.
-        await asyncio.gather(*running, return_exceptions=True)
+    await run_bounded(lambda: batches.next() or None, work, slots)
 
 
 def gateway_error(exc: openai.APIError) -> str:

@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
 
 from video.audio import AudioUndecodable, AudioWindow, pcm, windows
+from video.bounded import run_bounded
 from video.fanout import gateway_error
 from video.store import Session, SpeechWindow, Store
 from video.transcription import Transcriber
@@ -54,10 +55,6 @@ def speech_progress(stored: list[SpeechWindow], duration_s: float) -> dict[str, 
     }
 
 
-def _next(source: Iterator[AudioWindow]) -> AudioWindow | None:
-    return next(source, None)
-
-
 @dataclass
 class Soundtrack:
     store: Store
@@ -73,59 +70,37 @@ class Soundtrack:
         done = {w.index for w in stored if w.error is None}
         outcome = SpeechOutcome(transcribed=len(done))
         source = windows(pcm(Path(session.video_path)), self.window_s)
-        slots = asyncio.Semaphore(self.concurrency)
-        running: set[asyncio.Task[None]] = set()
 
         async def work(window: AudioWindow) -> None:
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
-                try:
-                    segments = await self.transcriber.transcribe(window)
-                    error = None
-                except openai.APIError as exc:
-                    segments, error = [], gateway_error(exc)
-                if self.record is not None:
-                    self.record("transcribed" if error is None else "failed", time.perf_counter() - started)
-                result = SpeechWindow(window.index, window.start_s, window.end_s, error)
-                kept = await asyncio.to_thread(self.store.save_speech, session.id, result, segments)
-                if error is None:
-                    outcome.transcribed += 1
-                elif kept:
-                    outcome.failed += 1
-                    log.warning("a transcription window failed", extra={"session_id": session.id, "error": error})
-                if on_window is not None and kept:
-                    await on_window(result, len(segments))
-            finally:
-                slots.release()
+                segments = await self.transcriber.transcribe(window)
+                error = None
+            except openai.APIError as exc:
+                segments, error = [], gateway_error(exc)
+            if self.record is not None:
+                self.record("transcribed" if error is None else "failed", time.perf_counter() - started)
+            result = SpeechWindow(window.index, window.start_s, window.end_s, error)
+            kept = await asyncio.to_thread(self.store.save_speech, session.id, result, segments)
+            if error is None:
+                outcome.transcribed += 1
+            elif kept:
+                outcome.failed += 1
+                log.warning("a transcription window failed", extra={"session_id": session.id, "error": error})
+            if on_window is not None and kept:
+                await on_window(result, len(segments))
+
+        def take() -> AudioWindow | None:
+            return next((w for w in source if w.index not in done), None)
 
         try:
-            while True:
-                await slots.acquire()
-                try:
-                    window = await asyncio.to_thread(_next, source)
-                except BaseException:
-                    slots.release()
-                    raise
-                if window is None:
-                    slots.release()
-                    break
-                if window.index in done:
-                    slots.release()
-                    continue
-                task = asyncio.create_task(work(window))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await asyncio.gather(*running)
+            await run_bounded(take, work, asyncio.Semaphore(self.concurrency))
         except AudioUndecodable as exc:
             outcome.decoded = False
             outcome.warnings.append(
                 f"the soundtrack could not be decoded ({exc}); the video is described without speech"
             )
-            await asyncio.gather(*running, return_exceptions=True)
         finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
             with contextlib.suppress(ValueError):
                 source.close()
         if outcome.failed:
