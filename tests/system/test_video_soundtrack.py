@@ -45,7 +45,7 @@ async def test_a_video_s_soundtrack_is_transcribed_by_whisper_on_vllm_through_th
         summary_batch_size=3,
         chunk_seconds=4,
         transcription_model="speech",
-        transcription_window_s=5,  # several windows, cut at the pauses between the sentences
+        transcription_window_s=8,  # two windows, cut at the pause between the sentences
     )
     uploaded = await _upload(service, soundtracks.speech_mp4, fps="1")
     assert uploaded.status_code == 200, uploaded.text
@@ -54,7 +54,7 @@ async def test_a_video_s_soundtrack_is_transcribed_by_whisper_on_vllm_through_th
     status = (await service.http.get(f"/status/{session_id}")).json()
     assert status["audio"] == "done", status
     assert status["failed_windows"] == 0, status
-    assert status["transcribed_windows"] >= 3
+    assert status["transcribed_windows"] >= 2
     assert status["speech_percentage"] == 100.0
     transcript = (await service.http.get(f"/sessions/{session_id}/transcript")).json()
     assert transcript["failed"] == []
