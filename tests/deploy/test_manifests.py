@@ -251,3 +251,17 @@ def test_vllm_pods_cannot_reach_the_cluster_or_the_metadata_endpoint(overlay: st
     assert blocks, "no internet egress rule"
     for block in blocks:
         assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block.get("except", []))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_vllm_admits_the_clips_the_video_service_sends(overlay: str) -> None:
+    """A Qwen2.5-VL group takes video by default, so vLLM must admit a video item a prompt (with
+    ``"video": 0`` it answers every clip with a 400)."""
+    from launch.manifests import render
+    from launch.profiles import PROFILES
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(ROOT / f"deploy/k8s/overlays/{overlay}")}
+    args = docs[("Deployment", "vllm")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    (limits,) = [a.split("=", 1)[1] for a in args if a.startswith("--limit-mm-per-prompt=")]
+    assert yaml.safe_load(limits)["video"] >= 1
+    assert all(p.limit_mm_per_prompt.get("video", 0) >= 1 for p in PROFILES.values())
