@@ -266,6 +266,7 @@ def video_limits(profile: Profile) -> dict[str, str]:
         "VIDEO_CONTEXT_TOKEN_BUDGET": "150",
         "VIDEO_SUMMARY_BATCH_SIZE": "4",
         "VIDEO_CHUNK_SECONDS": "4",  # clips of a few frames: their visual tokens fit the context too
+        "VIDEO_MAX_CLIP_FRAMES": "6",
     }
 
 

@@ -92,6 +92,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
         "frames_per_request": int(per_request or 1),
         "clip_mode": clip_mode,
         "chunk_seconds": chunk_seconds,
+        "max_clip_frames": settings.max_clip_frames,
     }
     prompt = fields.get("prompt", "").strip() or None
     audio = "none" if track is None else "transcribing" if settings.transcription_model else "not transcribed"

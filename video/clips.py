@@ -1,9 +1,10 @@
 """Clips: consecutive sampled frames sent to a video model as one video item.
 
 A job's frames are grouped by time into clips of ``chunk_seconds`` (shorter when the sampling rate
-would put more than ``MAX_CLIP_FRAMES`` frames in one: vLLM reads at most 32 frames of a video item
-unless told otherwise). A clip's description is stored on each of its frames together with the
-clip's start and end, so every per-frame view keeps working and a clip is one moment in chat.
+would put more than ``max_clip_frames`` frames in one: at most ``MAX_CLIP_FRAMES``, as vLLM reads at
+most 32 frames of a video item unless told otherwise). A clip's description is stored on each of its
+frames together with the clip's start and end, so every per-frame view keeps working and a clip is
+one moment in chat.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ class ClipPlan:
 
     seconds: float
     duration_s: float
+    max_frames: int = MAX_CLIP_FRAMES
 
     @classmethod
-    def for_job(cls, chunk_seconds: float, fps: float, duration_s: float) -> ClipPlan:
-        seconds = min(chunk_seconds, MAX_CLIP_FRAMES / fps) if fps > 0 else chunk_seconds
-        return cls(max(seconds, 1e-3), duration_s)
+    def for_job(
+        cls, chunk_seconds: float, fps: float, duration_s: float, max_frames: int = MAX_CLIP_FRAMES
+    ) -> ClipPlan:
+        """Clips of ``chunk_seconds``, shorter when ``fps`` would put more than ``max_frames`` in one."""
+        max_frames = max(1, min(max_frames, MAX_CLIP_FRAMES))
+        seconds = min(chunk_seconds, max_frames / fps) if fps > 0 else chunk_seconds
+        return cls(max(seconds, 1e-3), duration_s, max_frames)
 
     def key(self, frame: SampledFrame) -> int:
         """The clip a frame belongs to."""

@@ -12,7 +12,7 @@ import openai
 from openai import AsyncOpenAI
 
 from video.bounded import run_bounded
-from video.clips import MAX_CLIP_FRAMES, ClipPlan, clip_of
+from video.clips import ClipPlan, clip_of
 from video.sampling import SampledFrame
 
 DEFAULT_PROMPT = (
@@ -98,7 +98,7 @@ class _Batches:
 
     def __init__(self, frames: Iterator[SampledFrame], size: int, plan: ClipPlan | None) -> None:
         self._frames = frames
-        self._size = MAX_CLIP_FRAMES if plan is not None else size
+        self._size = plan.max_frames if plan is not None else size
         self._plan = plan
         self._pending: SampledFrame | None = None
 

@@ -40,6 +40,7 @@ class VideoSettings(BaseSettings):
     # auto: ask the gateway (GET /v1/models/{vision_model} says supports_video); video or images: decide here.
     clip_mode: Literal["auto", "video", "images"] = "auto"
     chunk_seconds: float = Field(default=10.0, ge=1, le=300)
+    max_clip_frames: int = Field(default=32, ge=2, le=32)  # a clip is cut shorter past this many frames
     # The soundtrack: a gateway group serving /v1/audio/transcriptions (Whisper on vLLM, a cloud model).
     transcription_model: str | None = None
     transcription_window_s: float = Field(default=30.0, ge=5, le=600)

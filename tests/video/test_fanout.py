@@ -91,6 +91,9 @@ def test_a_clip_holds_at_most_32_frames_whatever_the_rate() -> None:
     plan = ClipPlan.for_job(chunk_seconds=10, fps=8, duration_s=60)
     assert plan.seconds == 4.0
     assert plan.span(14) == (56.0, 60.0)
+    small = ClipPlan.for_job(chunk_seconds=10, fps=2, duration_s=60, max_frames=6)  # a small model's context
+    assert (small.seconds, small.max_frames) == (3.0, 6)
+    assert ClipPlan.for_job(chunk_seconds=10, fps=30, duration_s=60, max_frames=100).max_frames == 32
 
 
 async def test_a_failing_frame_is_reported_not_raised(upstream: UpstreamFactory) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from video.clips import ClipPlan
+from video.clips import MAX_CLIP_FRAMES, ClipPlan
 from video.jobs.events import EventHub
 from video.jobs.speech import speech_progress
 from video.metrics import VideoMetrics
@@ -71,7 +71,10 @@ def clip_plan(session: Session) -> ClipPlan | None:
     if options.get("clip_mode") != "video":
         return None
     return ClipPlan.for_job(
-        float(options.get("chunk_seconds", 10.0)), float(options.get("fps", 1.0)), session.duration_s
+        float(options.get("chunk_seconds", 10.0)),
+        float(options.get("fps", 1.0)),
+        session.duration_s,
+        int(options.get("max_clip_frames", MAX_CLIP_FRAMES)),
     )
 
 
