@@ -100,7 +100,7 @@ def progress(store: Store, session_id: str, queue_position: int | None = None) -
         "audio": session.audio,
     }
     if session.audio in ("transcribing", "done"):
-        report.update(speech_progress(store.speech_windows(session_id), session.duration_s))
+        report.update(speech_progress(store.speech_windows(session_id), session.duration_s, session.audio == "done"))
     if queue_position is not None:
         report["queue_position"] = queue_position
     return report

@@ -44,10 +44,13 @@ def heard_until(stored: list[SpeechWindow]) -> float:
     return until
 
 
-def speech_progress(stored: list[SpeechWindow], duration_s: float) -> dict[str, float | int]:
-    """What ``/status`` reports about the soundtrack's windows."""
+def speech_progress(stored: list[SpeechWindow], duration_s: float, finished: bool) -> dict[str, float | int]:
+    """What ``/status`` reports about the soundtrack's windows; once ``finished``, the share is of the
+    soundtrack's own length (it may end before the pictures do)."""
     done = [w for w in stored if w.error is None]
     covered = sum(w.end_s - w.start_s for w in done)
+    if finished and stored:
+        duration_s = max(w.end_s for w in stored)
     return {
         "transcribed_windows": len(done),
         "failed_windows": len(stored) - len(done),
