@@ -98,13 +98,20 @@ async function openSession(id) {
   history.replaceState(null, "", `#session=${id}`);
   const status = await api(`/status/${id}`);
   renderStatus(status);
-  const frames = await api(`/sessions/${id}/frames`);
-  for (const frame of frames.frames) state.frames.set(frame.index, frame);
+  await refreshFrames(id);
   renderTimeline();
   loadSummaries();
   loadTranscript(status);
   if (status.status === "queued" || status.status === "processing") follow(id);
   $("session").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// Every stored frame, read again: frames described between a read and the event stream's start
+// reach the page this way (the stream only carries what happens after it starts).
+async function refreshFrames(id) {
+  const frames = await api(`/sessions/${id}/frames`);
+  if (state.session !== id) return;
+  for (const frame of frames.frames) state.frames.set(frame.index, frame);
 }
 
 function renderStatus(status) {
@@ -165,7 +172,12 @@ function onEvent(event) {
   if (event.event === "summary") loadSummaries();
   if (event.event === "speech") loadTranscript(event);
   renderStatus(event);
-  if (event.event === "completed" || event.event === "failed") { loadSummaries(); renderTimeline(); loadSessions(); loadTranscript(event); }
+  if (event.event === "completed" || event.event === "failed" || !event.event) {
+    // The stream's first event (its current status) and its end: frames read whole again.
+    const id = state.session;
+    refreshFrames(id).then(() => { if (state.session === id) renderTimeline(); });
+  }
+  if (event.event === "completed" || event.event === "failed") { loadSummaries(); loadSessions(); loadTranscript(event); }
 }
 
 // ---- timeline -----------------------------------------------------------------------------
