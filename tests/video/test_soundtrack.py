@@ -232,3 +232,33 @@ async def test_speech_is_found_by_meaning_with_an_embeddings_group(
     found = (await service.http.get("/search", params={"q": "bike"})).json()["results"]  # no word in common
     assert found[0]["kind"] == "speech"
     assert found[0]["description"] == "My bicycle has a flat tyre."
+
+
+@pytest.mark.service
+async def test_a_job_resumed_without_a_transcription_group_says_its_soundtrack_was_not_transcribed(
+    upstream: UpstreamFactory, video_service: ServiceFactory, soundtracks: Soundtracks, tmp_path: Path
+) -> None:
+    gateway = await upstream("gateway")
+    data = tmp_path / "data"
+    store = SQLiteStore(data / "video.db")  # left queued by a service that had a transcription group
+    options = {"fps": 1.0, "max_side": 768, "jpeg_quality": 85, "clip_mode": "images"}
+    store.create_session(
+        Session(
+            "s",
+            None,
+            "speech.mp4",
+            str(soundtracks.speech_mp4),
+            "queued",
+            options,
+            None,
+            12.0,
+            12,
+            audio="transcribing",
+        )
+    )
+    store.close()
+    service = await video_service(gateway_url=gateway.url, data_dir=data)
+    assert (await _events_until_done(service, "s"))[-1]["event"] == "completed"
+    status = (await service.http.get("/status/s")).json()
+    assert status["audio"] == "not transcribed"
+    assert any("no transcription group" in w for w in status["warnings"])

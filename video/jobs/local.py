@@ -178,6 +178,11 @@ class LocalEngine:
         stop = threading.Event()
         frames = sample(path, info, sampling_options(session), report, skip=done.__contains__, stop=stop)
         speech: asyncio.Task[SpeechOutcome] | None = None
+        unheard: list[str] = []
+        if session.audio == "transcribing" and self.soundtrack is None:
+            # Uploaded while a transcription group was configured, resumed without one.
+            await asyncio.to_thread(self.store.update_session, session.id, audio="not transcribed")
+            unheard.append("the soundtrack was not transcribed: no transcription group (VIDEO_TRANSCRIPTION_MODEL)")
         try:
             # The job owns its summaries and its soundtrack: cancelling the job (DELETE, shutdown)
             # cancels them too.
@@ -229,7 +234,7 @@ class LocalEngine:
         finally:
             await asyncio.to_thread(close_sampler, frames, stop)
         produced = max([produced, *(i + 1 for i in done)], default=0)
-        warnings = report.warnings + (speech.result().warnings if speech is not None else [])
+        warnings = report.warnings + unheard + (speech.result().warnings if speech is not None else [])
         status = await self.summariser.finish(session.id, produced, warnings)
         self.metrics.jobs.labels(status).inc()
         await self._publish(session.id, status)
