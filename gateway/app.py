@@ -26,6 +26,7 @@ from gateway.config import ProxyConfig, load_config, per_worker
 from gateway.dataplane import GatewayApp, credential, proxy_endpoint
 from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.endpoints import ENDPOINTS, MESSAGES
+from gateway.engine_stats import EngineScraper, scraped
 from gateway.errors import GatewayError, ModelNotFound, anthropic_error_response, error_response, install_error_handlers
 from gateway.forwarding import Forwarder
 from gateway.health import Readiness
@@ -140,6 +141,16 @@ def create_app(
         if discovery.enabled:
             await discovery.refresh()
             background.append(asyncio.create_task(discovery.run()))
+        rs = config.router_settings
+        if rs.engine_stats_interval > 0 and any(scraped(d) for g in router.groups.values() for d in g.deployments):
+            scraper = EngineScraper(
+                lambda: (d for g in router.groups.values() for d in g.deployments),
+                client.engine_metrics,
+                rs.engine_stats_interval,
+                rs.engine_stats_timeout,
+                lambda d: metrics.engine_scrape_failures.labels(d.group, d.id).inc(),
+            )
+            background.append(asyncio.create_task(scraper.run()))
         try:
             yield {"gateway": state}
         finally:

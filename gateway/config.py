@@ -89,6 +89,9 @@ class RouterSettings(_Lenient):
     allowed_fails: int = Field(default=3, ge=0)
     cooldown_time: float = Field(default=5.0, ge=0)
     default_max_parallel_requests: int | None = Field(default=None, gt=0)
+    # vLLM engines' own /metrics, scraped this often (0: never) and waited for this long (gateway.engine_stats).
+    engine_stats_interval: float = Field(default=1.0, ge=0)
+    engine_stats_timeout: float = Field(default=0.5, gt=0)
     # Shared limits (LiteLLM's keys): per-key rpm/tpm, max_parallel_requests and cooldowns across processes.
     redis_url: str | None = None
     redis_host: str | None = None

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.endpoints import BASE_FAMILIES, Endpoint
 from gateway.ratelimit import TokenBucket
 from gateway.sdk_fields import SDK_BASE_ENDPOINTS
+
+if TYPE_CHECKING:
+    from gateway.engine_stats import EngineStats
 
 _FAIL_WINDOW_S = 60.0
 # native: relayed to the deployment's own API; bridge: translated to chat completions and back;
@@ -50,6 +53,7 @@ class Deployment:
     latency_s: float | None = None
     last_error: str | None = None  # the kind of the last failure, for /health/groups
     probe_failure: str | None = None  # why the last health probe failed; None when it answered
+    engine: EngineStats | None = None  # what a vLLM engine last said of itself (gateway.engine_stats)
     _fails: deque[float] = field(default_factory=deque)
 
     def serving(self, endpoint: Endpoint) -> Serving | None:

@@ -72,6 +72,8 @@ class Readiness:
             entry["ready"] = entry["ready"] or state == "ok"
             if deployment.last_error is not None:
                 entry.setdefault("last_errors", {})[deployment.id] = deployment.last_error
+            if deployment.engine is not None:  # what a vLLM engine says of itself (gateway.engine_stats)
+                entry.setdefault("engines", {})[deployment.id] = deployment.engine.report()
         return report
 
     async def _probe(self, deployment: Deployment) -> str | None:

@@ -21,11 +21,45 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway.deployment import Deployment
+from gateway.engine_stats import EngineStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 UNKNOWN_GROUP = "unknown"
 NO_DEPLOYMENT = "none"
+
+
+# What a vLLM engine reports of itself (gateway.engine_stats), per deployment: name, help, value.
+ENGINE_SERIES: tuple[tuple[str, str, Callable[[EngineStats], float | None]], ...] = (
+    (
+        "gateway_engine_up",
+        "1 when the engine's /metrics answered the last scrape, 0 when not",
+        lambda e: float(e.error is None),
+    ),
+    ("gateway_engine_requests_waiting", "Requests the engine has queued (all its clients)", lambda e: e.waiting),
+    ("gateway_engine_requests_running", "Requests the engine is running", lambda e: e.running),
+    ("gateway_engine_kv_cache_usage", "The engine's KV-cache usage, 0 to 1", lambda e: e.kv_cache_usage),
+    (
+        "gateway_engine_prefix_cache_hits",
+        "Prompt tokens the engine found in its prefix cache",
+        lambda e: e.prefix_cache_hits,
+    ),
+    (
+        "gateway_engine_prefix_cache_queries",
+        "Prompt tokens the engine looked up in its prefix cache",
+        lambda e: e.prefix_cache_queries,
+    ),
+)
+
+
+def engine_values(deployment: Deployment) -> Iterable[tuple[str, float]]:
+    """The deployment's engine series that have a value (a failed scrape: only ``up``, 0)."""
+    if deployment.engine is None:
+        return
+    for name, _, value in ENGINE_SERIES:
+        found = value(deployment.engine)
+        if found is not None and (deployment.engine.error is None or name == "gateway_engine_up"):
+            yield name, found
 
 
 class _DeploymentCollector(Collector):
@@ -46,13 +80,19 @@ class _DeploymentCollector(Collector):
             "Requests a deployment is serving now",
             labels=["model_group", "deployment"],
         )
+        engine = {
+            name: GaugeMetricFamily(name, text, labels=["model_group", "deployment"]) for name, text, _ in ENGINE_SERIES
+        }
         now = self._now()
         for deployment in self._deployments():
             labels = [deployment.group, deployment.id]
             healthy.add_metric(labels, 1.0 if deployment.is_healthy(now) else 0.0)
             busy.add_metric(labels, float(deployment.in_flight))
+            for name, value in engine_values(deployment):
+                engine[name].add_metric(labels, value)
         yield healthy
         yield busy
+        yield from engine.values()
 
 
 class GroupMetrics:
@@ -160,6 +200,12 @@ class Metrics:
         self.shared_limits_errors = Counter(
             "gateway_shared_limits_errors", "Redis calls that failed or timed out", registry=r
         )
+        self.engine_scrape_failures = Counter(
+            "gateway_engine_scrape_failures",
+            "Scrapes of a vLLM engine's /metrics that failed or timed out",
+            ["model_group", "deployment"],
+            registry=r,
+        )
         self._groups: dict[tuple[str, str], GroupMetrics] = {}
         ProcessCollector(registry=r)
         if not self.multiprocess_dir:
@@ -180,6 +226,10 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self._engine = {
+            name: Gauge(name, text, ["model_group", "deployment"], registry=r, multiprocess_mode="livemax")
+            for name, text, _ in ENGINE_SERIES
+        }
         self._exposition = CollectorRegistry()
         MultiProcessCollector(self._exposition, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self._exposition)
@@ -200,6 +250,8 @@ class Metrics:
         for deployment in self._deployments():
             self._healthy.labels(deployment.group, deployment.id).set(1.0 if deployment.is_healthy(now) else 0.0)
             self._busy.labels(deployment.group, deployment.id).set(float(deployment.in_flight))
+            for name, value in engine_values(deployment):
+                self._engine[name].labels(deployment.group, deployment.id).set(value)
 
     def render(self) -> bytes:
         """The text exposition of every metric (of every worker, in multiprocess mode)."""

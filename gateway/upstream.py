@@ -17,6 +17,7 @@ from gateway.errors import (
 from gateway.http1 import BodyTooLarge, ConnectionPool, Origin, Response, TransportError, request_head
 
 TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
+MAX_METRICS_BYTES = 4 * 1024 * 1024  # a vLLM's /metrics is tens of kilobytes
 ANTHROPIC_VERSION = "2023-06-01"
 JSON_TYPE = b"application/json"
 
@@ -115,6 +116,31 @@ class UpstreamClient:
         return await self._pool.request(
             origin, head, body, total_timeout=deployment.timeout, whole_limit=self.max_answer_bytes
         )
+
+    async def engine_metrics(self, deployment: Deployment, timeout: float) -> tuple[int, bytes]:
+        """GET ``/metrics`` at the root of a vLLM deployment's ``api_base`` (``.../v1`` dropped):
+        its status and body (at most ``MAX_METRICS_BYTES``); OSError when it cannot be reached."""
+        heads = self._heads.get(deployment)
+        if heads is None:
+            heads = self._heads[deployment] = {}
+        prepared = heads.get((b"GET", "/metrics"))
+        if prepared is None:
+            root = deployment.api_base.rstrip("/").removesuffix("/v1")
+            origin = Origin.parse(root)
+            prepared = heads[b"GET", "/metrics"] = (
+                origin,
+                request_head(b"GET", origin, "metrics", upstream_headers(deployment)),
+            )
+        origin, head = prepared
+        try:
+            response = await self._pool.request(origin, head, (), total_timeout=timeout)
+            try:
+                body = await response.read(MAX_METRICS_BYTES)
+            finally:
+                response.release()
+        except TRANSPORT_ERRORS as exc:
+            raise OSError(describe_transport_error(exc)) from None
+        return response.status, body
 
     async def probe(self, deployment: Deployment, timeout: float) -> str | None:
         """GET ``/models`` on the deployment; None when it answers 2xx (or is not probed: SDK

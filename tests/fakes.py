@@ -45,6 +45,7 @@ class Behaviour:
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
     embedding_dimensions: int | None = None  # pad each vector to this many numbers (4096: a large model's)
     tool_call: tuple[str, str] | None = None  # with tools in the request: call this (name, JSON arguments)
+    engine_metrics: str | None = None  # what GET /metrics (at the root, as vLLM serves it) answers; None: 404
     heard: str | None = None  # transcriptions: each loud stretch of a WAV upload is a segment saying this
     # (several texts separated by "|": the stretches say them in turn)
 
@@ -162,6 +163,7 @@ class FakeUpstream:
     max_in_flight: int = 0
     paths: list[str] = field(default_factory=list)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine_scrapes: int = 0  # GET /metrics received
     _runner: web.AppRunner | None = None
     _failed: int = 0
     _seen: int = 0
@@ -175,6 +177,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._engine_metrics)
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/audio/translations", self._transcription)
         app.router.add_post("/v1/audio/speech", self._speech)
@@ -464,6 +467,14 @@ class FakeUpstream:
                 item["embedding"] = [*vector, *(0.123456789 for _ in range(dimensions - len(vector)))]
         payload = {"object": "list", "model": body["model"], "data": data, "usage": {"prompt_tokens": 3}}
         return web.json_response(payload)
+
+    async def _engine_metrics(self, request: web.Request) -> web.Response:
+        self.engine_scrapes += 1
+        if self.behaviour.hang:
+            await asyncio.Event().wait()
+        if self.behaviour.engine_metrics is None:
+            return web.Response(status=404, text="404: Not Found")
+        return web.Response(text=self.behaviour.engine_metrics, content_type="text/plain")
 
     async def _models(self, request: web.Request) -> web.Response:
         failure = await self._misbehave()

@@ -201,3 +201,34 @@ async def test_a_discovery_failure_of_any_kind_is_survived(pods: Pods, caplog: p
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_each_pod_s_engine_is_scraped_and_a_pod_that_leaves_takes_its_stats(pods: Pods) -> None:
+    exposition = '# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine="0"} {n}\n'
+    await pods.add("127.0.0.2", engine_metrics=exposition.replace("{n}", "5"))
+    await pods.add("127.0.0.3", engine_metrics=exposition.replace("{n}", "1"))
+    pods.answer = ["127.0.0.2", "127.0.0.3"]
+    http, served, _ = await _gateway(pods, engine_stats_interval=0.05)
+    try:
+
+        async def engines(expected: set[str]) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+
+            async def reported() -> bool:
+                nonlocal found
+                found = (await http.get("/health/groups")).json()["model_groups"]["vision"].get("engines", {})
+                return set(found) == expected
+
+            await _until(reported)
+            return found
+
+        both = await engines({"vllm@127.0.0.2", "vllm@127.0.0.3"})
+        assert (both["vllm@127.0.0.2"]["waiting"], both["vllm@127.0.0.3"]["waiting"]) == (5.0, 1.0)
+        pods.answer = ["127.0.0.3"]  # the first pod leaves
+        await engines({"vllm@127.0.0.3"})
+        metrics = (await http.get("/metrics")).text
+        assert sample(metrics, "gateway_engine_requests_waiting", deployment="vllm@127.0.0.2") is None
+        assert sample(metrics, "gateway_engine_requests_waiting", deployment="vllm@127.0.0.3") == 1.0
+    finally:
+        await http.aclose()
+        await served.stop()

@@ -167,3 +167,25 @@ async def test_concurrent_requests_are_batched(gateway: GatewayFactory, vllm_ser
     sequential_average = (prompts + generated) / generated
     assert steps < generated, f"{steps} engine steps for {generated} generated tokens: not batched"
     assert tokens / steps > 2 * sequential_average, f"{tokens} tokens in {steps} steps: not batched"
+
+
+async def test_the_engine_s_own_metrics_are_scraped_from_a_real_vllm(
+    gateway: GatewayFactory, vllm_server: VllmServer
+) -> None:
+    gw = await _gateway(gateway, vllm_server)  # the default interval: once a second
+    client = gw.openai()
+    prompt = "the same long instruction about describing a video frame " * 8
+    for _ in range(3):  # a repeated prompt: vLLM's prefix cache finds it the second time
+        await client.chat.completions.create(
+            model="vision", messages=[{"role": "user", "content": prompt}], max_tokens=2
+        )
+    for _ in range(100):
+        engines = (await gw.http.get("/health/groups")).json()["model_groups"]["vision"].get("engines", {})
+        engine = engines.get("vision/0", {})
+        if engine.get("prefix_cache_hits", 0) > 0:
+            break
+        await asyncio.sleep(0.1)
+    assert engine["waiting"] == 0.0
+    assert engine["running"] == 0.0
+    assert 0.0 <= engine["kv_cache_usage"] <= 1.0
+    assert engine["prefix_cache_queries"] >= engine["prefix_cache_hits"] > 0

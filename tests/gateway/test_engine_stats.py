@@ -1,0 +1,128 @@
+"""Each vLLM engine's own /metrics, scraped by the gateway: shown in /health/groups and as
+gateway_engine_* metrics; an engine that does not answer is unknown, never idle."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.engine_stats import parse_engine_metrics
+from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
+from tests.metrics_samples import sample
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 1.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 7.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 2.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.5
+# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0
+vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9
+# HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 640.0
+"""
+
+
+@pytest.mark.unit
+def test_a_vllm_exposition_is_read_summed_over_engines() -> None:
+    stats = parse_engine_metrics(VLLM_METRICS, 12.0)
+    assert (stats.running, stats.waiting) == (4.0, 9.0)
+    assert stats.kv_cache_usage == 0.5  # the fullest engine
+    assert (stats.prefix_cache_queries, stats.prefix_cache_hits) == (1000.0, 640.0)
+    older = parse_engine_metrics("# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc 0.75\n", 1.0)
+    assert older.kv_cache_usage == 0.75
+    assert older.waiting is None  # not said: unknown, not zero
+
+
+async def _engines(gw: RunningGateway, group: str, count: int) -> dict[str, Any]:
+    """/health/groups' engine reports of ``group`` once ``count`` deployments have one."""
+    for _ in range(200):
+        report = (await gw.http.get("/health/groups")).json()["model_groups"][group]
+        if len(report.get("engines", {})) >= count:
+            return dict(report["engines"])
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no engine stats in {report}")
+
+
+@pytest.mark.service
+async def test_engines_are_scraped_shown_and_exported(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    busy = await upstream("vllm-a", engine_metrics=VLLM_METRICS)
+    silent = await upstream("vllm-b")  # answers chat, not /metrics
+    cloud = await upstream("nebius")
+    gw = await gateway(
+        {
+            "model_list": [
+                deployment("vision", busy, id="a"),
+                deployment("vision", silent, id="b"),
+                deployment("chat", cloud, model="nebius/m", api_key="nb"),
+            ],
+            "router_settings": {"engine_stats_interval": 0.05, "engine_stats_timeout": 0.5},
+        }
+    )
+    engines = await _engines(gw, "vision", 2)
+    assert engines["a"]["waiting"] == 9.0
+    assert engines["a"]["running"] == 4.0
+    assert engines["a"]["kv_cache_usage"] == 0.5
+    assert engines["a"]["prefix_cache_hits"] == 640.0
+    assert engines["b"]["error"] == "/metrics answered HTTP 404"
+    assert "waiting" not in engines["b"]  # unknown, never taken for idle
+    assert cloud.engine_scrapes == 0  # only vLLM engines are scraped
+    metrics = (await gw.http.get("/metrics")).text
+    assert sample(metrics, "gateway_engine_requests_waiting", deployment="a") == 9.0
+    assert sample(metrics, "gateway_engine_kv_cache_usage", deployment="a") == 0.5
+    assert sample(metrics, "gateway_engine_up", deployment="a") == 1.0
+    assert sample(metrics, "gateway_engine_up", deployment="b") == 0.0
+    assert sample(metrics, "gateway_engine_requests_waiting", deployment="b") is None
+    assert (sample(metrics, "gateway_engine_scrape_failures_total", deployment="b") or 0) >= 1
+
+
+async def _until_error(gw: RunningGateway, expected: str) -> None:
+    for _ in range(200):
+        engine = (await _engines(gw, "vision", 1))["a"]
+        if engine.get("error") == expected:
+            assert "waiting" not in engine
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the engine report stayed {engine}")
+
+
+@pytest.mark.service
+async def test_an_engine_that_stops_answering_is_unknown_and_requests_still_flow(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    fake = await upstream("vllm", engine_metrics=VLLM_METRICS)
+    gw = await gateway(
+        {
+            "model_list": [deployment("vision", fake, id="a")],
+            "router_settings": {"engine_stats_interval": 0.05, "engine_stats_timeout": 0.1},
+        }
+    )
+    assert (await _engines(gw, "vision", 1))["a"]["waiting"] == 9.0
+    fake.behaviour.hang = True  # its /metrics no longer answers: bounded by engine_stats_timeout
+    await _until_error(gw, "no answer in time")
+    fake.behaviour.hang = False
+    fake.behaviour.engine_metrics = None
+    await _until_error(gw, "/metrics answered HTTP 404")
+    answer = await gw.openai().chat.completions.create(model="vision", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content
+
+
+@pytest.mark.service
+async def test_scraping_is_off_with_an_interval_of_zero(upstream: UpstreamFactory, gateway: GatewayFactory) -> None:
+    fake = await upstream("vllm", engine_metrics=VLLM_METRICS)
+    gw = await gateway({"model_list": [deployment("vision", fake)], "router_settings": {"engine_stats_interval": 0}})
+    await gw.openai().chat.completions.create(model="vision", messages=[{"role": "user", "content": "hi"}])
+    assert "engines" not in (await gw.http.get("/health/groups")).json()["model_groups"]["vision"]
+    assert fake.engine_scrapes == 0
