@@ -115,7 +115,8 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     """Prepare everything ``launch up`` needs and return the services to run, in start order."""
     profile = choose_profile(options, say)
     spec = find(profile.model)
-    model_dir = options.models_dir / spec.name
+    # Absolute: the tiny model is built from the checkout's folder, whatever the current one is.
+    model_dir = (options.models_dir / spec.name).absolute()
     if profile.name == "tiny":
         say(TINY_WARNING)
         if not model_dir.is_dir():

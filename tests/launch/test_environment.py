@@ -122,3 +122,22 @@ def test_launch_up_keeps_a_video_key_of_its_own(tmp_path: Path, monkeypatch: pyt
     assert video_gateway_key({"GATEWAY_MASTER_KEY": "m"}) == {"VIDEO_API_KEY": "m"}
     assert video_gateway_key({"GATEWAY_MASTER_KEY": "m", "VIDEO_API_KEY": "own"}) == {}
     assert video_gateway_key({}) == {}
+
+
+def test_launch_up_from_another_folder_names_the_model_by_its_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny model is built from the checkout's folder: a relative models folder must not make
+    vLLM look for it there (or, not finding it, be given an empty model name)."""
+    _model_dir(tmp_path / "models" / "tiny-qwen2.5-vl")
+    monkeypatch.chdir(tmp_path)
+    options = UpOptions(
+        root=Path(__file__).resolve().parents[2],
+        models_dir=Path("models"),
+        vllm_python=sys.executable,
+        tiny=True,
+        env_file=tmp_path / ".env",
+        state_dir=tmp_path / "state",
+    )
+    argv = {s.name: s for s in plan_stack(options, lambda _: None)}["vllm"].argv
+    assert argv[argv.index("--model") + 1] == str(tmp_path / "models" / "tiny-qwen2.5-vl")
