@@ -126,8 +126,18 @@ class EngineScraper:
             await asyncio.sleep(self.interval_s)
 
     async def scrape_all(self) -> None:
-        targets = [d for d in self._deployments() if scraped(d)]
-        await asyncio.gather(*(self.scrape(d) for d in targets))
+        """One scrape an engine: deployments of several groups on one vLLM share its answer."""
+        engines: dict[str, list[Deployment]] = {}
+        for deployment in self._deployments():
+            if scraped(deployment):
+                engines.setdefault(deployment.api_base.rstrip("/"), []).append(deployment)
+        await asyncio.gather(*(self._scrape_engine(same) for same in engines.values()))
+
+    async def _scrape_engine(self, same: list[Deployment]) -> None:
+        first, *others = same
+        await self.scrape(first)
+        for deployment in others:
+            deployment.engine = first.engine
 
     async def scrape(self, deployment: Deployment) -> None:
         started = time.monotonic()

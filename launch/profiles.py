@@ -193,6 +193,8 @@ def vllm_command(
     argv += ["--mm-processor-kwargs", json.dumps({"max_pixels": profile.max_pixels}, separators=(",", ":"))]
     argv += ["--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS, separators=(",", ":"))]
     argv += ["--enable-prefix-caching" if profile.prefix_caching else "--no-enable-prefix-caching"]
+    # The gateway scrapes /metrics every second (gateway.engine_stats): not a log line each time.
+    argv += ["--disable-access-log-for-endpoints", "/metrics"]
     if profile.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
     if profile.quantization:

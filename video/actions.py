@@ -18,6 +18,7 @@ from starlette.responses import Response
 from common.errors import InvalidRequest, UpstreamFailed
 from video.audio import audio_only, probe_audio
 from video.chat import Context, ContextTooSmall, build_context
+from video.clips import ClipPlan
 from video.context_window import TokenEstimate
 from video.fanout import timestamp_label
 from video.probe import VideoRejected, probe
@@ -87,6 +88,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
     )
     total = expected_frames(info, options)
     clip_mode = "video" if await state.video_support.takes_video() else "images"
+    clip_seconds = round(ClipPlan.for_job(chunk_seconds, fps, info.duration_s, settings.max_clip_frames).seconds, 2)
     stored_options = {
         **options.__dict__,
         "frames_per_request": int(per_request or 1),
@@ -113,7 +115,7 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
     return {
         "session_id": session_id,
         "message": f"processing {received.filename}: {total} frames from {info.duration_s:.1f}s of video"
-        + (f", described in clips of {chunk_seconds:g}s" if clip_mode == "video" else "")
+        + (f", described in clips of {clip_seconds:g}s" if clip_mode == "video" else "")
         + {"none": ", no soundtrack", "not transcribed": ", soundtrack not transcribed"}.get(
             audio, ", soundtrack transcribed"
         ),

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.engine_stats import parse_engine_metrics
+from gateway.deployment import Deployment
+from gateway.engine_stats import EngineScraper, parse_engine_metrics
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
 from tests.metrics_samples import sample
 
@@ -117,6 +118,26 @@ async def test_an_engine_that_stops_answering_is_unknown_and_requests_still_flow
     await _until_error(gw, "/metrics answered HTTP 404")
     answer = await gw.openai().chat.completions.create(model="vision", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
+
+
+@pytest.mark.unit
+async def test_groups_on_one_engine_share_one_scrape() -> None:
+    def vllm(group: str, api_base: str) -> Deployment:
+        return Deployment(group, group, "hosted_vllm", "m", api_base, None, 1, 1, 1, True)
+
+    one, two = vllm("vision", "http://10.0.0.1:8000/v1"), vllm("chat", "http://10.0.0.1:8000/v1/")
+    other = vllm("big", "http://10.0.0.2:8000/v1")
+    asked: list[str] = []
+
+    async def fetch(deployment: Deployment, timeout: float) -> tuple[int, bytes]:
+        asked.append(deployment.api_base)
+        return 200, VLLM_METRICS.encode()
+
+    await EngineScraper(lambda: [one, two, other], fetch).scrape_all()
+    assert sorted(asked) == ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]  # once an engine
+    assert one.engine is two.engine
+    assert two.engine is not None
+    assert two.engine.waiting == 9.0
 
 
 @pytest.mark.service
