@@ -211,6 +211,17 @@ async def test_clips_and_the_soundtrack_run_on_the_workers(stack: Callable[..., 
     s.worker()
     api = await s.api()
     job = await _upload(api, soundtracks.speech_mp4, fps="1")
+    kinds = []
+    async with (
+        httpx.AsyncClient(base_url=api.url, timeout=120) as http,
+        http.stream("GET", f"/sessions/{job['session_id']}/events") as stream,
+    ):
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+                if kinds[-1] in ("completed", "failed"):
+                    break
+    assert "speech" in kinds, kinds  # the API streams the windows the workers store
     status = await _completed(api, job["session_id"], s)
     assert (status["processed_frames"], status["failed_frames"]) == (12, 0)
     assert (status["clip_mode"], status["audio"], status["transcribed_windows"]) == ("video", "done", 1)

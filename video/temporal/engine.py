@@ -31,6 +31,7 @@ class _Watch:
     cursor: float
     status: str | None = None
     summaries: int = 0
+    windows: int = 0  # soundtrack windows stored
     published: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -146,6 +147,13 @@ class TemporalEngine:
             self.store.summary_count(session_id),
         )
 
+    def _publish_speech(self, session_id: str, watch: _Watch, current: dict[str, Any]) -> None:
+        """A ``speech`` event when workers stored soundtrack windows since the last poll."""
+        stored = int(current.get("transcribed_windows") or 0) + int(current.get("failed_windows") or 0)
+        if stored > watch.windows:
+            watch.windows = stored
+            self.events.publish(session_id, {"event": "speech", **current})
+
     async def _poll(self, session_id: str) -> None:
         watch = self._watches.get(session_id)
         if watch is None:
@@ -170,6 +178,7 @@ class TemporalEngine:
                     "frame_error": frame.error,
                 },
             )
+        self._publish_speech(session_id, watch, current)
         if summaries > watch.summaries:
             watch.summaries = summaries
             self.events.publish(session_id, {"event": "summary", **current, "batch_index": summaries - 1})
