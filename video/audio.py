@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -86,9 +86,29 @@ def audio_only(path: Path) -> bool:
         return False
 
 
-def pcm(path: Path) -> Iterator[np.ndarray]:
+@dataclass
+class AudioDamage:
+    """What a decoding pass could not read: filled in as it goes."""
+
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s) heard as silence
+
+    def warning(self) -> str | None:
+        if not self.gaps:
+            return None
+        lost = sum(end - start for start, end in self.gaps)
+        where = ", ".join(f"{start:.1f}s-{end:.1f}s" for start, end in self.gaps[:5])
+        more = f" and {len(self.gaps) - 5} more" if len(self.gaps) > 5 else ""
+        return f"the soundtrack is damaged: {lost:.1f}s could not be decoded ({where}{more}); nothing is heard there"
+
+
+GAP_S = 0.05  # a jump in the decoded frames' times longer than this is damage, filled with silence
+
+
+def pcm(path: Path, damage: AudioDamage | None = None) -> Iterator[np.ndarray]:
     """The soundtrack as float32 mono chunks at ``SAMPLE_RATE``, decoded as it is read. Damaged
-    packets are skipped; AudioUndecodable when nothing at all can be decoded."""
+    packets are skipped and the time they covered is silence (so what follows keeps its time),
+    each gap recorded in ``damage``; AudioUndecodable when nothing at all can be decoded."""
+    damage = damage if damage is not None else AudioDamage()
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -100,6 +120,7 @@ def pcm(path: Path) -> Iterator[np.ndarray]:
         mono = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or SAMPLE_RATE)
         resampler: soxr.ResampleStream | None = None
         decoded = failures = 0
+        position = 0.0  # seconds of audio fed so far (silence for gaps included)
         for packet in _packets(container, stream):
             try:
                 frames = packet.decode()
@@ -109,13 +130,23 @@ def pcm(path: Path) -> Iterator[np.ndarray]:
             for frame in frames:
                 if not isinstance(frame, av.AudioFrame):
                     continue
+                starts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
                 for mixed in mono.resample(frame):
                     samples = mixed.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                     if resampler is None:
                         resampler = soxr.ResampleStream(
                             mixed.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
                         )
+                    if starts is not None and decoded and starts > position + GAP_S:
+                        damage.gaps.append((round(position, 2), round(starts, 2)))
+                        silence = np.zeros(round((starts - position) * mixed.sample_rate), np.float32)
+                        position += len(silence) / mixed.sample_rate
+                        out = resampler.resample_chunk(silence)
+                        if len(out):
+                            yield out
+                    starts = None  # the frame's later pieces follow on
                     decoded += len(samples)
+                    position += len(samples) / mixed.sample_rate
                     out = resampler.resample_chunk(samples)
                     if len(out):
                         yield out

@@ -102,6 +102,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Videos:
 class Soundtracks:
     speech_mp4: Path  # 12 s: "The deadline is on Friday." from 1 s, "Open the red box now." from 7 s
     corrupt_audio_mkv: Path  # 5 s of video; its audio stream's packets cannot be decoded
+    damaged_audio_mkv: Path  # 6 s of video and a tone whose AAC packets 30-49 (about 1.9 s-3.1 s) are noise
     audio_only_m4a: Path  # speech and no video stream
     said: tuple[float, float]  # when the two sentences start
 
@@ -139,6 +140,41 @@ def _corrupt_audio(path: Path) -> Path:
     return path
 
 
+def _damaged_audio(path: Path) -> Path:
+    """A Matroska file with a 6 s tone in AAC whose packets 30 to 49 are replaced by random bytes."""
+    import random
+
+    import av
+    import numpy as np
+
+    noise = random.Random(2)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mjpeg", rate=10)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuvj420p"
+        audio = out.add_stream("aac", rate=16000, layout="mono")
+        tone = (np.sin(2 * np.pi * 300 * np.arange(16000 * 6) / 16000) * 0.3).astype(np.float32)
+        packets = []
+        for start in range(0, len(tone), 1024):
+            frame = av.AudioFrame.from_ndarray(tone[start : start + 1024].reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            packets += audio.encode(frame)
+        packets += audio.encode(None)
+        for n in range(60):
+            picture = np.full((120, 160, 3), (n * 5) % 255, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for n, packet in enumerate(packets):
+            if 30 <= n < 50:
+                garbage = av.Packet(bytes(noise.randrange(256) for _ in range(packet.size)))
+                garbage.stream, garbage.time_base = audio, packet.time_base
+                garbage.pts, garbage.dts = packet.pts, packet.dts
+                packet = garbage
+            out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return path
+
+
 @pytest.fixture(scope="session")
 def soundtracks(tmp_path_factory: pytest.TempPathFactory) -> Soundtracks:
     d = tmp_path_factory.mktemp("soundtracks")
@@ -152,7 +188,9 @@ def soundtracks(tmp_path_factory: pytest.TempPathFactory) -> Soundtracks:
     )  # fmt: skip
     audio_only = d / "speech.m4a"
     ffmpeg("-i", str(first), "-c:a", "aac", str(audio_only))
-    return Soundtracks(speech, _corrupt_audio(d / "corrupt_audio.mkv"), audio_only, (1.0, 7.0))
+    return Soundtracks(
+        speech, _corrupt_audio(d / "corrupt_audio.mkv"), _damaged_audio(d / "damaged_audio.mkv"), audio_only, (1.0, 7.0)
+    )
 
 
 @dataclass

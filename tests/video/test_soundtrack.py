@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from tests.conftest import GatewayFactory, UpstreamFactory
 from tests.video.conftest import ServiceFactory, Soundtracks, Videos
 from tests.video.test_api import _events_until_done, _upload
-from video.audio import SAMPLE_RATE, windows
+from video.audio import SAMPLE_RATE, AudioDamage, pcm, windows
 from video.jobs.speech import Soundtrack
 from video.store import Session, SpeechSegment, SQLiteStore
 from video.transcription import Transcriber, joined
@@ -147,6 +147,34 @@ async def test_an_undecodable_soundtrack_leaves_the_pictures_described_with_a_wa
     assert status["processed_frames"] == 5
     assert status["audio"] == "not transcribed"
     assert any("soundtrack could not be decoded" in w for w in status["warnings"])
+
+
+@pytest.mark.unit
+def test_damage_in_the_middle_is_silence_so_later_speech_keeps_its_time(soundtracks: Soundtracks) -> None:
+    damage = AudioDamage()
+    heard = np.concatenate(list(pcm(soundtracks.damaged_audio_mkv, damage)))
+    assert len(heard) / SAMPLE_RATE == pytest.approx(6.0, abs=0.1)  # not 1.3 s short
+    ((start, end),) = damage.gaps
+    assert 1.7 <= start < end <= 3.3
+    assert "soundtrack is damaged: 1." in (damage.warning() or "")
+    loud = np.abs(heard[int(4.0 * SAMPLE_RATE) : int(5.0 * SAMPLE_RATE)]).max()
+    assert loud > 0.2, "the tone after the damage is where it was"
+
+
+@pytest.mark.service
+async def test_a_damaged_soundtrack_is_transcribed_around_the_damage_with_a_warning(
+    upstream: UpstreamFactory, video_service: ServiceFactory, soundtracks: Soundtracks
+) -> None:
+    gateway = await upstream("gateway", heard="a tone")
+    service = await video_service(gateway_url=gateway.url, transcription_model="speech")
+    session_id = (await _upload(service, soundtracks.damaged_audio_mkv, fps="1")).json()["session_id"]
+    assert (await _events_until_done(service, session_id))[-1]["event"] == "completed"
+    status = (await service.http.get(f"/status/{session_id}")).json()
+    assert status["audio"] == "done"
+    assert any("soundtrack is damaged" in w for w in status["warnings"]), status["warnings"]
+    segments = (await service.http.get(f"/sessions/{session_id}/transcript")).json()["segments"]
+    assert len(segments) == 2  # the tone before the damage and after it
+    assert segments[1]["start_s"] >= 2.9
 
 
 @pytest.mark.service

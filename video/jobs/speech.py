@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openai
 
-from video.audio import AudioUndecodable, AudioWindow, pcm, windows
+from video.audio import AudioDamage, AudioUndecodable, AudioWindow, pcm, windows
 from video.bounded import run_bounded
 from video.fanout import gateway_error
 from video.store import Session, SpeechWindow, Store
@@ -72,7 +72,8 @@ class Soundtrack:
         stored = await asyncio.to_thread(self.store.speech_windows, session.id)
         done = {w.index for w in stored if w.error is None}
         outcome = SpeechOutcome(transcribed=len(done))
-        source = windows(pcm(Path(session.video_path)), self.window_s)
+        damage = AudioDamage()
+        source = windows(pcm(Path(session.video_path), damage), self.window_s)
 
         async def work(window: AudioWindow) -> None:
             started = time.perf_counter()
@@ -106,6 +107,9 @@ class Soundtrack:
         finally:
             with contextlib.suppress(ValueError):
                 source.close()
+        damaged = damage.warning()
+        if damaged is not None and outcome.decoded:
+            outcome.warnings.append(damaged)
         if outcome.failed:
             outcome.warnings.append(
                 f"{outcome.failed} stretch(es) of the soundtrack could not be transcribed; "
