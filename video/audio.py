@@ -18,7 +18,7 @@ import soxr
 
 SAMPLE_RATE = 16_000
 FRAME_S = 0.05  # the stretch whose loudness is compared when looking for silence
-SEARCH_S = 6.0  # a window ends at its quietest moment within this long before its end
+SEARCH_S = 6.0  # a window ends at its quietest moment within this long before its end (at most its last quarter)
 OVERLAP_S = 1.0  # when no silence is found, windows overlap by this much
 SILENCE_RMS = 0.003  # about -50 dBFS: below this (or a tenth of the window's loudness) is silence
 MIN_TAIL_S = 0.2  # a last window shorter than this is not worth a request
@@ -201,7 +201,8 @@ def windows(chunks: Iterable[np.ndarray], window_s: float = 30.0) -> Generator[A
 def _cut(window: np.ndarray) -> tuple[int, bool]:
     """Where to end ``window``: the middle of its quietest stretch near the end, and whether that is silence."""
     frame = int(FRAME_S * SAMPLE_RATE)
-    search = min(len(window), int(SEARCH_S * SAMPLE_RATE))
+    # Only near the end: a short window that starts in silence must not be cut there.
+    search = min(len(window) // 4, int(SEARCH_S * SAMPLE_RATE))
     tail = window[len(window) - search :]
     count = len(tail) // frame
     if count == 0:
