@@ -36,6 +36,7 @@ class RequestFacts:
     has_images: bool
     # Where the top-level model's JSON string lies in the body, when a scan found it (large bodies).
     model_span: tuple[int, int] | None = field(default=None, compare=False)
+    user: str | None = None  # OpenAI's ``user`` field (a session key for engine-aware routing), when parsed
 
 
 def refuse_declared_over(request: Request, limit: int, what: str) -> None:
@@ -116,7 +117,8 @@ def _facts(body: object, field: str | None, required: tuple[str, ...] = ()) -> R
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
     images = field in _ITEM_FIELDS and isinstance(value, simdjson.Array) and _has_images(value)
-    return RequestFacts(model, stream, images)
+    user = body.get("user")
+    return RequestFacts(model, stream, images, user=user if isinstance(user, str) and user else None)
 
 
 _ITEM_FIELDS = frozenset({"messages", "input"})  # chat and Anthropic messages, Responses input items

@@ -16,6 +16,7 @@ from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
 from gateway.deployment import Deployment
 from gateway.deployments import build_deployments
 from gateway.endpoints import BY_NAME, ENDPOINTS
+from gateway.routing import default_strategy
 from gateway.sdk import check_providers
 from gateway.settings import Settings
 
@@ -59,8 +60,10 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
     lines.extend(endpoint_table(groups))
     rs = config.router_settings
     lines.append("")
+    strategies = {name: rs.routing_strategy or default_strategy(deployments) for name, deployments in groups.items()}
+    routing = rs.routing_strategy or "per group: " + ", ".join(f"{g} {s}" for g, s in strategies.items())
     lines.append(
-        f"routing: {rs.routing_strategy}, retries={rs.num_retries}, allowed_fails={rs.allowed_fails}, "
+        f"routing: {routing}, retries={rs.num_retries}, allowed_fails={rs.allowed_fails}, "
         f"cooldown={rs.cooldown_time:g}s"
     )
     for mapping in rs.fallbacks:

@@ -22,7 +22,13 @@ from gateway.endpoints import FAMILIES
 from gateway.providers import PASSTHROUGH_PROVIDERS
 
 ENV_REFERENCE = "os.environ/"
-RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing"]
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing", "engine-aware"]
+ROUTING_STRATEGIES: tuple[RoutingStrategy, ...] = (
+    "simple-shuffle",
+    "least-busy",
+    "latency-based-routing",
+    "engine-aware",
+)
 
 
 class ConfigError(Exception):
@@ -78,8 +84,26 @@ class ModelEntry(_Lenient):
     model_info: ModelInfo = Field(default_factory=ModelInfo)
 
 
+class EngineAwareArgs(_Lenient):
+    """``routing_strategy_args`` of ``engine-aware`` (gateway.engine_aware); other keys (LiteLLM's
+    arguments of its own strategies) are accepted and ignored."""
+
+    # How many requests ahead in a pod's queue a full prefix-cache hit is worth.
+    prefix_weight: float = Field(default=4.0, ge=0)
+    session_header: str | None = "x-session-id"  # a client's session key; None: not read
+    session_from_user: bool = True  # the body's ``user`` field is a session key when no header says one
+    prefix_index_blocks: int = Field(default=65_536, ge=0)  # blocks (1 KiB each) the prefix index remembers
+
+    @field_validator("session_header")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else None
+
+
 class RouterSettings(_Lenient):
-    routing_strategy: RoutingStrategy = "simple-shuffle"
+    # None: engine-aware for groups whose deployments are all vLLM, simple-shuffle for the rest.
+    routing_strategy: RoutingStrategy | None = None
+    routing_strategy_args: EngineAwareArgs = Field(default_factory=EngineAwareArgs)
     num_retries: int = Field(default=2, ge=0, le=10)
     retry_after: float = Field(default=0.0, ge=0)
     timeout: float = Field(default=600.0, gt=0)
@@ -110,9 +134,8 @@ class RouterSettings(_Lenient):
     @field_validator("routing_strategy", mode="before")
     @classmethod
     def _known_strategy(cls, value: object) -> object:
-        allowed = ("simple-shuffle", "least-busy", "latency-based-routing")
-        if value not in allowed:
-            raise ValueError(f"routing_strategy {value!r} is not supported; use one of {allowed}")
+        if value is not None and value not in ROUTING_STRATEGIES:
+            raise ValueError(f"routing_strategy {value!r} is not supported; use one of {ROUTING_STRATEGIES}")
         return value
 
 

@@ -104,13 +104,20 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
     principal = state.keys.authenticate(credential(request, endpoint))
     settings = state.config.gateway_settings
     upload: Upload | None = None
+    user: str | None = None
     if endpoint.multipart:
         upload = await read_upload(request, settings.max_audio_bytes)
         raw, model, stream, has_images, span = b"", upload.model, upload.stream, False, None
     else:
         raw = await read_body(request, settings.max_body_bytes)
         facts = state.inspector.inspect(raw, endpoint.field, endpoint.required)
-        model, stream, has_images, span = facts.model, facts.stream, facts.has_images, facts.model_span
+        model, stream, has_images, span, user = (
+            facts.model,
+            facts.stream,
+            facts.has_images,
+            facts.model_span,
+            facts.user,
+        )
     try:
         if stream and not endpoint.streams:
             raise InvalidRequest(f"{endpoint.name} cannot be streamed", param="stream")
@@ -137,6 +144,12 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
         )
         request.state.accounting = accounting
         call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
+        if state.router.engine_aware_groups and upload is None:
+            engine_aware = state.router.engine_aware
+            header = engine_aware.args.session_header
+            call.affinity = engine_aware.affinity(
+                raw, endpoint.field, request.headers.get(header) if header else None, user
+            )
         # How the group and its fallbacks serve the endpoint (gateway.deployment.Serving).
         ways: set[Serving | None] = set()
         if not everywhere:

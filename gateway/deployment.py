@@ -54,6 +54,7 @@ class Deployment:
     last_error: str | None = None  # the kind of the last failure, for /health/groups
     probe_failure: str | None = None  # why the last health probe failed; None when it answered
     engine: EngineStats | None = None  # what a vLLM engine last said of itself (gateway.engine_stats)
+    in_flight_at_scrape: int = 0  # this process's in-flight count when ``engine`` was asked for
     _fails: deque[float] = field(default_factory=deque)
 
     def serving(self, endpoint: Endpoint) -> Serving | None:

@@ -138,14 +138,17 @@ class EngineScraper:
         await self.scrape(first)
         for deployment in others:
             deployment.engine = first.engine
+            deployment.in_flight_at_scrape = deployment.in_flight
 
     async def scrape(self, deployment: Deployment) -> None:
         started = time.monotonic()
+        in_flight = deployment.in_flight  # what the engine's answer already counts of ours
         try:
             status, body = await asyncio.wait_for(self._fetch(deployment, self.timeout_s), self.timeout_s)
             if status != 200:
                 raise ValueError(f"/metrics answered HTTP {status}")
             deployment.engine = parse_engine_metrics(body.decode("utf-8", "replace"), started)
+            deployment.in_flight_at_scrape = in_flight
         except (TimeoutError, OSError, ValueError) as exc:
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
             self._failed(deployment, EngineStats(started, error=reason))

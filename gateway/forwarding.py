@@ -22,6 +22,7 @@ from gateway.bodies import replace_model
 from gateway.config import GatewaySettings
 from gateway.deployment import Deployment
 from gateway.endpoints import CHAT, Endpoint
+from gateway.engine_aware import Affinity
 from gateway.errors import (
     GatewayError,
     UpstreamFailed,
@@ -97,6 +98,7 @@ class Call:
     extra_head: bytes = b""  # header lines of the client's passed on (anthropic-version, ...)
     rename_id: Callable[[Deployment, str], str] | None = None  # response ids the client sees (Responses)
     previous_id: tuple[str, str] | None = None  # (the deployment's, the client's) id of the turn it continues
+    affinity: Affinity | None = None  # its prefix and session, for engine-aware routing (gateway.engine_aware)
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
     _media_hosts: list[str] | None = None
     _parsed: dict[str, Any] | None = None
@@ -191,7 +193,14 @@ class Forwarder:
             try:
                 caller = None if call.key_counted else call.key_limits
                 deployment = await self._router.acquire(
-                    group, tried, self._settings.queue_timeout, caller, lease, call.accounting.add_wait, call.where
+                    group,
+                    tried,
+                    self._settings.queue_timeout,
+                    caller,
+                    lease,
+                    call.accounting.add_wait,
+                    call.where,
+                    call.affinity,
                 )
             except GatewayError:
                 if last is not None:

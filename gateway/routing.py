@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.config import ProxyConfig, RouterSettings
+from gateway.config import ProxyConfig, RouterSettings, RoutingStrategy
 from gateway.deployment import Deployment
 from gateway.deployments import build_deployments
+from gateway.engine_aware import Affinity, EngineAware
 from gateway.errors import NoDeploymentAvailable, RateLimited
 
 if TYPE_CHECKING:  # the limits modules load Redis's client: only an app with limits needs them
@@ -31,6 +32,7 @@ class ModelGroup:
     name: str
     deployments: list[Deployment]
     pattern: re.Pattern[str] | None = None
+    strategy: RoutingStrategy = "simple-shuffle"
     waiters: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,9 +77,12 @@ class Router:
         self._leases = itertools.count()
         self._rng = rng or random.Random()
         self._clock = clock
+        self.engine_aware = EngineAware(self.settings.routing_strategy_args, self.settings.engine_stats_interval)
         self.groups: dict[str, ModelGroup] = {}
         for name, deployments in build_deployments(config, env).items():
-            self.groups[name] = ModelGroup(name, deployments, _wildcard_pattern(name))
+            strategy = self.settings.routing_strategy or default_strategy(deployments)
+            self.groups[name] = ModelGroup(name, deployments, _wildcard_pattern(name), strategy)
+        self.engine_aware_groups = any(g.strategy == "engine-aware" for g in self.groups.values())
         self._wildcards = sorted(
             (g for g in self.groups.values() if g.pattern is not None),
             key=lambda g: (g.name.count("*"), -len(g.name)),
@@ -122,13 +127,15 @@ class Router:
         lease: str | None = None,
         on_wait: Callable[[float], None] | None = None,
         where: Callable[[Deployment], bool] | None = None,
+        affinity: Affinity | None = None,
     ) -> Deployment:
         """Reserve a deployment of ``group``, waiting up to ``queue_timeout`` for a free slot.
 
         With shared limits (and a ``lease`` naming this attempt), Redis admits the request:
         the caller's rate, the deployment's cooldown, concurrency and rate across every
         gateway process. While Redis is away, this process's own limits apply. With ``where``,
-        only the deployments it admits are considered.
+        only the deployments it admits are considered; ``affinity`` is what ``engine-aware``
+        routing knows of the request (gateway.engine_aware).
         """
         deadline = self._clock() + queue_timeout
         eligible = group.deployments if where is None else [d for d in group.deployments if where(d)]
@@ -150,15 +157,15 @@ class Router:
                     caller = None
                 free = [d for d in active if d.has_capacity()]
                 if free:
-                    chosen_local = self._take_local(group, [d for d in free if d.id not in exclude] or free, lease)
+                    untried = [d for d in free if d.id not in exclude] or free
+                    chosen_local = self._take_local(group, untried, lease, affinity)
                     if chosen_local is not None:
-                        chosen_local.in_flight += 1
-                        return chosen_local
+                        return self._taken(group, chosen_local, affinity)
             else:
                 assert lease is not None
-                chosen_shared = await self._admit_shared(shared, group, active, exclude, caller, lease)
+                chosen_shared = await self._admit_shared(shared, group, active, exclude, caller, lease, affinity)
                 if chosen_shared is not None:
-                    return chosen_shared
+                    return self._taken(group, chosen_shared, affinity)
                 if not shared.available:
                     continue  # Redis just failed: admit on local limits at once
             remaining = deadline - self._clock()
@@ -184,6 +191,7 @@ class Router:
         exclude: set[str],
         caller: KeyLimits | None,
         lease: str,
+        affinity: Affinity | None,
     ) -> Deployment | None:
         """Try the group's deployments in routing order until Redis admits one; None when all are full.
 
@@ -192,10 +200,9 @@ class Router:
         candidates = [d for d in active if d.has_capacity()]
         rpm_waits: list[float] = []
         while candidates:
-            chosen = self._choose([d for d in candidates if d.id not in exclude] or candidates)
+            chosen = self._choose(group, [d for d in candidates if d.id not in exclude] or candidates, affinity)
             verdict = await shared.admit(chosen, caller, lease)
             if verdict.outcome == "ok":
-                chosen.in_flight += 1
                 return chosen
             if verdict.outcome == "unavailable":
                 return None  # the caller's loop continues on local limits
@@ -215,14 +222,16 @@ class Router:
             )
         return None
 
-    def _take_local(self, group: ModelGroup, candidates: list[Deployment], lease: str | None) -> Deployment | None:
+    def _take_local(
+        self, group: ModelGroup, candidates: list[Deployment], lease: str | None, affinity: Affinity | None
+    ) -> Deployment | None:
         """A deployment within this process's limits (and, under workers, a host slot for
         ``lease``); None when the host's slots are all taken; RateLimited when every candidate is
         over its requests per minute."""
         remaining = list(candidates)
         host_busy = False
         while remaining:
-            chosen = self._choose(remaining)
+            chosen = self._choose(group, remaining, affinity)
             remaining.remove(chosen)
             slots = self.host_slots
             if slots is not None and lease is not None and not slots.take(chosen, lease):
@@ -241,10 +250,18 @@ class Router:
             retry_after=min(waits, default=1.0),
         )
 
-    def _choose(self, candidates: list[Deployment]) -> Deployment:
+    def _taken(self, group: ModelGroup, chosen: Deployment, affinity: Affinity | None) -> Deployment:
+        chosen.in_flight += 1
+        if group.strategy == "engine-aware":
+            self.engine_aware.taken(chosen, affinity)
+        return chosen
+
+    def _choose(self, group: ModelGroup, candidates: list[Deployment], affinity: Affinity | None) -> Deployment:
         if len(candidates) == 1:
             return candidates[0]
-        strategy = self.settings.routing_strategy
+        strategy = group.strategy
+        if strategy == "engine-aware":
+            return self.engine_aware.choose(candidates, affinity, self._clock())
         if strategy == "least-busy":
             least = min(d.in_flight for d in candidates)
             return self._rng.choice([d for d in candidates if d.in_flight == least])
@@ -295,6 +312,12 @@ class Router:
     def is_cooling(self, deployment: Deployment) -> bool:
         """Whether ``deployment`` is out of rotation now."""
         return deployment.is_cooling(self._clock())
+
+
+def default_strategy(deployments: list[Deployment]) -> RoutingStrategy:
+    """``engine-aware`` for a group of vLLM engines only (their state is scraped), else LiteLLM's default."""
+    vllm = bool(deployments) and all(d.provider == "hosted_vllm" and not d.sdk for d in deployments)
+    return "engine-aware" if vllm else "simple-shuffle"
 
 
 def _wildcard_pattern(name: str) -> re.Pattern[str] | None:

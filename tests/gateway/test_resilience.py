@@ -63,7 +63,10 @@ async def test_failing_deployment_cools_down(upstream: UpstreamFactory, gateway:
     broken = await upstream("broken", fail_status=500)
     healthy = await upstream("healthy")
     config = _config(
-        deployment("chat", broken, id="broken"), deployment("chat", healthy, id="healthy"), allowed_fails=1
+        deployment("chat", broken, id="broken"),
+        deployment("chat", healthy, id="healthy"),
+        allowed_fails=1,
+        routing_strategy="simple-shuffle",  # identical requests reach both deployments
     )
     gw = await gateway(config)
     for _ in range(20):

@@ -59,7 +59,9 @@ def test_exact_group_wins_over_wildcards_and_wildcards_fill_the_model() -> None:
 
 @pytest.mark.unit
 async def test_simple_shuffle_follows_weights() -> None:
-    router = _router([_entry("g", "heavy", weight=3), _entry("g", "light", weight=1)])
+    router = _router(
+        [_entry("g", "heavy", weight=3), _entry("g", "light", weight=1)], routing_strategy="simple-shuffle"
+    )
     group = router.groups["g"]
     picks: Counter[str] = Counter()
     for _ in range(4000):
