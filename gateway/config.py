@@ -18,6 +18,7 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from common.headers import SESSION_HEADER
 from gateway.endpoints import FAMILIES
 from gateway.providers import PASSTHROUGH_PROVIDERS
 
@@ -90,7 +91,7 @@ class EngineAwareArgs(_Lenient):
 
     # How many requests ahead in a pod's queue a full prefix-cache hit is worth.
     prefix_weight: float = Field(default=4.0, ge=0)
-    session_header: str | None = "x-session-id"  # a client's session key; None: not read
+    session_header: str | None = SESSION_HEADER  # a client's session key; None: not read
     session_from_user: bool = True  # the body's ``user`` field is a session key when no header says one
     prefix_index_blocks: int = Field(default=65_536, ge=0)  # blocks (1 KiB each) the prefix index remembers
 

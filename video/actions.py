@@ -163,7 +163,7 @@ async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dic
         )
 
     try:
-        answer, context = await state.chat.answer(body.question, coverage, make_context)
+        answer, context = await state.chat.answer(body.question, coverage, make_context, session.id)
     except ContextTooSmall as exc:
         raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
     except openai.APIError as exc:

@@ -17,6 +17,7 @@ from typing import TypeVar
 import openai
 from openai import AsyncOpenAI
 
+from common.headers import SESSION_HEADER
 from video.context_window import TEMPLATE_TOKENS, ContextTooSmall, TokenEstimate, overflow_of
 from video.fanout import timestamp_label
 from video.store import FrameRecord, SpeechSegment, Summary
@@ -290,8 +291,11 @@ class ChatModel:
                 log.info("the model list is unavailable (%s); the context length is learned on overflow", exc)
         return self.context_tokens
 
-    async def _complete(self, system: str, build: Callable[[int | None], str]) -> str:
-        """Send ``build(budget)``: the user message cut to ``budget`` tokens (None: no known limit)."""
+    async def _complete(self, system: str, build: Callable[[int | None], str], session: str | None = None) -> str:
+        """Send ``build(budget)``: the user message cut to ``budget`` tokens (None: no known limit).
+
+        ``session`` goes as ``x-session-id``: the gateway's engine-aware routing keeps a session's
+        questions on the vLLM pod that already holds its context in the prefix cache."""
         for attempt in range(_ATTEMPTS):
             window = await self.window()
             max_tokens = self.max_tokens if window is None else min(self.max_tokens, max(16, window // 4))
@@ -309,6 +313,7 @@ class ChatModel:
                     model=self.model,
                     messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
                     max_tokens=max_tokens,
+                    extra_headers={SESSION_HEADER: session} if session else None,
                 )
             except openai.APIStatusError as exc:
                 overflow = overflow_of(exc)
@@ -346,9 +351,14 @@ class ChatModel:
         return await self._complete(prompt, build)
 
     async def answer(
-        self, question: str, coverage: str, make_context: Callable[[int, TokenEstimate], Context]
+        self,
+        question: str,
+        coverage: str,
+        make_context: Callable[[int, TokenEstimate], Context],
+        session: str | None = None,
     ) -> tuple[str, Context]:
-        """The answer, and the context it was given (built by ``make_context(budget, tokens)``)."""
+        """The answer, and the context it was given (built by ``make_context(budget, tokens)``);
+        ``session`` names the video's session to the gateway (see ``_complete``)."""
         used: list[Context] = []
         tail = f"\n\n{coverage}\n\nQuestion: {question}"
 
@@ -367,7 +377,7 @@ class ChatModel:
             used.append(context)
             return context.text + tail
 
-        answer = await self._complete(ANSWER_PROMPT, build)
+        answer = await self._complete(ANSWER_PROMPT, build, session)
         return answer, used[-1]
 
     async def insights(self, description: str) -> str:

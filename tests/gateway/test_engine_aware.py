@@ -107,8 +107,7 @@ async def test_a_repeated_context_stays_on_its_pod() -> None:
 @pytest.mark.unit
 async def test_a_hot_prefix_spreads_to_a_second_pod_when_its_first_is_overloaded() -> None:
     router = _router(routing_strategy_args={"prefix_weight": 4})
-    pods = router.groups["g"].deployments
-    for d in pods:
+    for d in router.groups["g"].deployments:
         _scraped(d)
     context = _context(9)
     first = await _send(router, _affinity(router, _chat(context, "warm")))
@@ -118,9 +117,7 @@ async def test_a_hot_prefix_spreads_to_a_second_pod_when_its_first_is_overloaded
     second = await _send(router, _affinity(router, _chat(context, "busy")))
     assert second.id != first.id
     _scraped(second, waiting=2)  # now both hold it: the less loaded of the two wins, not a cold third pod
-    third = [d for d in pods if d not in (first, second)][0]
     assert (await _send(router, _affinity(router, _chat(context, "more")))).id == second.id
-    assert third.in_flight == 0
     # Without scrapes, this process's own in-flight requests spread it the same way.
     local = _router(count=2, routing_strategy_args={"prefix_weight": 2})
     held = [await _send(local, _affinity(local, _chat(context, f"c{i}")), release=False) for i in range(8)]

@@ -95,6 +95,8 @@ async def test_upload_status_frames_summaries_chat(
     assert "Question: What happens at 00:02?" in answer["answer"]
     request = gateway.bodies[-1]
     assert request["model"] == "chat"
+    # The answer names its session, so engine-aware routing keeps the session's context on one pod.
+    assert gateway.headers[-1].get("x-session-id") == session_id
     vision = [b for b in gateway.bodies if b["model"] == "vision"]
     assert len(vision) == 5
     assert [b["model"] for b in gateway.bodies].count("chat") == 3  # two batch summaries and the answer
