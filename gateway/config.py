@@ -89,8 +89,9 @@ class EngineAwareArgs(_Lenient):
     """``routing_strategy_args`` of ``engine-aware`` (gateway.engine_aware); other keys (LiteLLM's
     arguments of its own strategies) are accepted and ignored."""
 
-    # How many requests ahead in a pod's queue a full prefix-cache hit is worth.
-    prefix_weight: float = Field(default=4.0, ge=0)
+    # How much a full prefix-cache miss multiplies a pod's cost: a pod holding a long prefix keeps it
+    # until it is about 1 + prefix_weight times as loaded as a cold one.
+    prefix_weight: float = Field(default=2.0, ge=0)
     session_header: str | None = SESSION_HEADER  # a client's session key; None: not read
     session_from_user: bool = True  # the body's ``user`` field is a session key when no header says one
     prefix_index_blocks: int = Field(default=65_536, ge=0)  # blocks (1 KiB each) the prefix index remembers

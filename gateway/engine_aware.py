@@ -3,23 +3,27 @@ cache, unless its queue makes another pod sooner.
 
 Every request is scored on each candidate deployment (lower is better)::
 
-    cost = load + prefix_weight * (1 - hit) + kv_pressure
+    cost = (load + 4) * (1 + prefix_weight * size * (1 - hit)) * (1 + kv_pressure)
 
-- ``load``: the requests the engine last said it had, waiting and running, plus those this
-  gateway process sent it since that scrape (gateway.engine_stats), and never less than this
-  process's own in-flight count; divided by the deployment's ``weight`` (a pod of weight 2 takes
-  twice the queue). A pod whose stats are missing or stale is unknown: it is scored
-  as loaded as the busiest known pod plus one, never as free. Without any scraped pod the load
-  is the in-flight count alone (least-busy).
+- ``load``: the requests the engine last said were waiting, plus a quarter of those running (a
+  queued request delays this one by its prefill, a running one by a decode step), plus those
+  this gateway process sent it since that scrape (gateway.engine_stats); divided by the
+  deployment's ``weight``. A pod whose stats are
+  missing or stale is unknown: it is scored as loaded as the busiest known pod plus one, never
+  as free. Without any scraped pod the load is the in-flight count alone (least-busy).
 - ``hit``: the share of the request's leading blocks that this process last routed to the pod
   (the approximate prefix index), or 1 for the pod a session key hashes to (rendezvous hashing
   over the candidates: every gateway replica picks the same pod, and a pod that goes away moves
   only its own sessions).
-- ``kv_pressure``: up to 2 as the engine's KV cache fills past 80 % (it would preempt or evict).
+- ``size``: how much a miss would cost, from 0 to 1 as the request grows to 8 KiB (about 2,000
+  tokens): a short prompt is cheap to prefill anywhere.
+- ``kv_pressure``: from 0 to 1 as the engine's KV cache fills past 90 % (it would preempt or evict).
 
-So a repeated prefix stays on its pod until that pod is ``prefix_weight`` requests busier than
-another, then spreads to the second pod, which the index learns as well. Exact ties go to the
-rendezvous choice for the request's session or prefix, so replicas agree on new prefixes too.
+Costs multiply, so a pod holding a long prefix keeps it until it is about ``1 + prefix_weight``
+times as loaded as a cold pod (with the default of 2: three times, plus a margin of 8 requests),
+then the prefix spreads to a second pod, which the index learns too; queues of similar length
+never move it. Exact ties go to the rendezvous choice for the request's session or prefix, so
+replicas agree on new prefixes too.
 
 Blocks are 1 KiB of the request body from its main field (``messages``, ``input``, ``prompt``)
 on, hashed in a chain (each digest covers every byte before it), up to 256 KiB: images and
@@ -41,8 +45,10 @@ BLOCK_BYTES = 1024
 MAX_BLOCKS = 256
 _HOLDERS_PER_BLOCK = 8  # pods remembered for one block (a hot prefix on more pods than this forgets the oldest)
 _STATS_MAX_AGE_FACTOR = 3.0  # stats older than this many scrape intervals are unknown
-_KV_PRESSURE_FROM = 0.8
-_KV_PRESSURE_COST = 2.0
+_KV_PRESSURE_FROM = 0.9
+_RUNNING_SHARE = 0.25  # what a running request weighs beside a waiting one
+_LOAD_MARGIN = 4.0  # requests: small queues differ by noise, not by what a miss costs
+_FULL_SIZE_BLOCKS = 8  # a request this long (8 KiB) costs a full miss to prefill elsewhere
 _MAX_SESSION_CHARS = 256
 
 
@@ -160,9 +166,14 @@ class EngineAware:
                 key = affinity.session.encode("utf-8", "replace")
                 home = max(candidates, key=lambda d: _rendezvous(key, d.id))
                 hits[home.id] = 1.0
-        weight = self.args.prefix_weight
+        size = min(1.0, len(affinity.blocks) / _FULL_SIZE_BLOCKS) if affinity is not None else 0.0
+        if affinity is not None and affinity.session is not None:
+            size = 1.0  # a session's pod holds its context, however this request's body starts
+        miss = self.args.prefix_weight * size
         return {
-            d.id: loads[d.id] / d.weight + weight * (1.0 - hits.get(d.id, 0.0)) + self._kv_pressure(d, now)
+            d.id: (loads[d.id] / d.weight + _LOAD_MARGIN)
+            * (1.0 + miss * (1.0 - hits.get(d.id, 0.0)))
+            * (1.0 + self._kv_pressure(d, now))
             for d in candidates
         }
 
@@ -180,9 +191,10 @@ class EngineAware:
         for d in candidates:
             if self._current(d, now):
                 assert d.engine is not None
-                engine = (d.engine.waiting or 0.0) + (d.engine.running or 0.0)
+                # A queued request delays this one by its whole prefill, a running one by a decode step.
+                engine = (d.engine.waiting or 0.0) + _RUNNING_SHARE * (d.engine.running or 0.0)
                 sent_since = max(0, d.in_flight - d.in_flight_at_scrape)
-                known[d.id] = max(float(d.in_flight), engine + sent_since)
+                known[d.id] = max(_RUNNING_SHARE * d.in_flight, engine + sent_since)
         if not known:
             return {d.id: float(d.in_flight) for d in candidates}
         unknown = max(known.values()) + 1.0
@@ -195,7 +207,7 @@ class EngineAware:
         usage = deployment.engine.kv_cache_usage
         if usage is None or usage <= _KV_PRESSURE_FROM:
             return 0.0
-        return _KV_PRESSURE_COST * min(1.0, (usage - _KV_PRESSURE_FROM) / (1.0 - _KV_PRESSURE_FROM))
+        return min(1.0, (usage - _KV_PRESSURE_FROM) / (1.0 - _KV_PRESSURE_FROM))
 
 
 def _rendezvous(key: bytes, deployment_id: str) -> bytes:
