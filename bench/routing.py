@@ -22,6 +22,7 @@ import random
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,14 +263,12 @@ async def run_one(work: Path, workload: str, strategy: str, flows: list[Flow], a
     gateway = str(Path(python).parent / "gateway")
     with started(sim, {}, work / f"{tag}-sim.log") as pod_process:
         await wait_until_up(f"http://127.0.0.1:{pods[-1]}/health", pod_process, 30)
-        ports = [free_port() for _ in range(2)]
-        commands = [[gateway, "serve", "--config", str(config), "--port", str(p)] for p in ports]
+        ports = [free_port() for _ in range(args.replicas)]
         env = {"GATEWAY_LOG_LEVEL": "warning"}
-        with (
-            started(commands[0], env, work / f"{tag}-gw0.log") as g0,
-            started(commands[1], env, work / f"{tag}-gw1.log") as g1,
-        ):
-            for port, process in zip(ports, (g0, g1), strict=True):
+        with ExitStack() as stack:
+            for index, port in enumerate(ports):
+                command = [gateway, "serve", "--config", str(config), "--port", str(port)]
+                process = stack.enter_context(started(command, env, work / f"{tag}-gw{index}.log"))
                 await wait_until_up(f"http://127.0.0.1:{port}/health", process, 60)
             await asyncio.sleep(1.5)  # the first engine scrape
             replicas = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
@@ -284,8 +283,8 @@ async def run(args: argparse.Namespace) -> int:
     scale = args.scale
     workloads = {
         "(a) chat over videos": video_chat(random.Random(1), starts_s=12.0 / scale, gap_s=1.5 / scale),
-        "(b) frame descriptions": frame_descriptions(random.Random(2), 60 * scale, int(400 * scale)),
-        "(c) no reuse": no_reuse(random.Random(3), 40 * scale, int(300 * scale)),
+        "(b) frame descriptions": frame_descriptions(random.Random(2), 30 * scale, int(300 * scale)),
+        "(c) no reuse": no_reuse(random.Random(3), 18 * scale, int(240 * scale)),
     }
     rows: list[Row] = []
     for workload, flows in workloads.items():
@@ -295,7 +294,7 @@ async def run(args: argparse.Namespace) -> int:
             row = await run_one(work, workload, strategy, flows, args)
             rows.append(row)
             print(f"{workload} {strategy}: {row.outcome.done}/{row.offered} answered", flush=True)
-    print(f"\nrouting on a simulated fleet of {args.pods} vLLM pods, two gateway replicas, one run")
+    print(f"\nrouting on a simulated fleet of {args.pods} vLLM pods, {args.replicas} gateway replicas, one run")
     print("| workload | strategy | answered | output tok/s | TTFT p50 s | TTFT p90 s | prefix-cache hit rate |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -329,6 +328,7 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pods", type=int, default=4)
+    parser.add_argument("--replicas", type=int, default=2, help="gateway replicas the requests alternate over")
     parser.add_argument("--scale", type=float, default=1.0, help="arrival rates and counts (b, c) times this")
     parser.add_argument("--workloads", default="abc")
     parser.add_argument("--prefix-weight", type=float, help="engine-aware's routing_strategy_args.prefix_weight")

@@ -94,7 +94,7 @@ class EngineAwareArgs(_Lenient):
     prefix_weight: float = Field(default=2.0, ge=0)
     session_header: str | None = SESSION_HEADER  # a client's session key; None: not read
     session_from_user: bool = True  # the body's ``user`` field is a session key when no header says one
-    prefix_index_blocks: int = Field(default=65_536, ge=0)  # blocks (1 KiB each) the prefix index remembers
+    prefix_index_blocks: int = Field(default=131_072, ge=0)  # blocks (256 bytes each) the prefix index remembers
 
     @field_validator("session_header")
     @classmethod

@@ -25,9 +25,9 @@ then the prefix spreads to a second pod, which the index learns too; queues of s
 never move it. Exact ties go to the rendezvous choice for the request's session or prefix, so
 replicas agree on new prefixes too.
 
-Blocks are 1 KiB of the request body from its main field (``messages``, ``input``, ``prompt``)
-on, hashed in a chain (each digest covers every byte before it), up to 256 KiB: images and
-video frames inline count by their bytes, URLs by their text.
+Blocks are 256 bytes of the request body from its main field (``messages``, ``input``,
+``prompt``) on, hashed in a chain (each digest covers every byte before it), up to 128 KiB:
+images and video frames inline count by their bytes, URLs by their text.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from dataclasses import dataclass
 from gateway.config import EngineAwareArgs
 from gateway.deployment import Deployment
 
-BLOCK_BYTES = 1024
-MAX_BLOCKS = 256
+BLOCK_BYTES = 256  # about 64 tokens of text
+MAX_BLOCKS = 512  # 128 KiB
 _HOLDERS_PER_BLOCK = 8  # pods remembered for one block (a hot prefix on more pods than this forgets the oldest)
 _STATS_MAX_AGE_FACTOR = 3.0  # stats older than this many scrape intervals are unknown
 _KV_PRESSURE_FROM = 0.9
 _RUNNING_SHARE = 0.25  # what a running request weighs beside a waiting one
 _LOAD_MARGIN = 4.0  # requests: small queues differ by noise, not by what a miss costs
-_FULL_SIZE_BLOCKS = 8  # a request this long (8 KiB) costs a full miss to prefill elsewhere
+_FULL_SIZE_BLOCKS = 32  # a request this long (8 KiB) costs a full miss to prefill elsewhere
 _MAX_SESSION_CHARS = 256
 
 
@@ -67,7 +67,7 @@ class Affinity:
 
 
 def leading_blocks(raw: bytes, field: str | None) -> tuple[bytes, ...]:
-    """Chained digests of ``raw``'s 1 KiB blocks from the key ``field`` on (or from the start)."""
+    """Chained digests of ``raw``'s blocks from the key ``field`` on (or from the start)."""
     start = raw.find(b'"' + field.encode() + b'"') if field else -1
     start = max(start, 0)
     end = min(len(raw), start + BLOCK_BYTES * MAX_BLOCKS)

@@ -104,7 +104,8 @@ def gateway_config(
         )
     config: dict[str, Any] = {
         "model_list": models,
-        "router_settings": {"routing_strategy": "least-busy", "num_retries": 2, "cooldown_time": 10},
+        # No routing_strategy: engine-aware for the vLLM groups, simple-shuffle for cloud ones.
+        "router_settings": {"num_retries": 2, "cooldown_time": 10},
     }
     if env.get("GATEWAY_MASTER_KEY"):
         config["general_settings"] = {"master_key": "os.environ/GATEWAY_MASTER_KEY"}

@@ -80,6 +80,16 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="session")
+def second_vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """A second replica of ``vllm_server`` (the same model and profile), for routing between pods."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    launch = vllm_command(PROFILES["tiny"], str(tiny_model), SERVED_NAME, python=VLLM_PYTHON, port=port)
+    yield from _serve(launch.argv, launch.env, port, tmp_path_factory.mktemp("vllm-b") / "vllm.log")
+
+
+@pytest.fixture(scope="session")
 def reranker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """vLLM serving the tiny random cross-encoder (launch.tiny_reranker): rerank and score."""
     model = _built("launch.tiny_reranker", RERANKER_DIR)
