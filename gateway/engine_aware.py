@@ -7,8 +7,8 @@ Every request is scored on each candidate deployment (lower is better)::
 
 - ``load``: the requests the engine last said were waiting, plus a quarter of those running (a
   queued request delays this one by its prefill, a running one by a decode step), plus those
-  this gateway process sent it since that scrape (gateway.engine_stats); divided by the
-  deployment's ``weight``. A pod whose stats are
+  this gateway process sent it since that scrape, less those of its own answered since
+  (gateway.engine_stats); divided by the deployment's ``weight``. A pod whose stats are
   missing or stale is unknown: it is scored as loaded as the busiest known pod plus one, never
   as free. Without any scraped pod the load is the in-flight count alone (least-busy).
 - ``hit``: the share of the request's leading blocks that this process last routed to the pod
@@ -193,8 +193,9 @@ class EngineAware:
                 assert d.engine is not None
                 # A queued request delays this one by its whole prefill, a running one by a decode step.
                 engine = (d.engine.waiting or 0.0) + _RUNNING_SHARE * (d.engine.running or 0.0)
-                sent_since = max(0, d.in_flight - d.in_flight_at_scrape)
-                known[d.id] = max(_RUNNING_SHARE * d.in_flight, engine + sent_since)
+                # Ours sent since the scrape add to it; ours answered since take away from it.
+                since = d.in_flight - d.in_flight_at_scrape
+                known[d.id] = max(_RUNNING_SHARE * d.in_flight, engine + since, 0.0)
         if not known:
             return {d.id: float(d.in_flight) for d in candidates}
         unknown = max(known.values()) + 1.0
