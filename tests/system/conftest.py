@@ -72,21 +72,21 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """vLLM started with the tiny profile; ready when its log says so."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    launch = vllm_command(PROFILES["tiny"], str(tiny_model), SERVED_NAME, python=VLLM_PYTHON, port=port)
-    yield from _serve(launch.argv, launch.env, port, tmp_path_factory.mktemp("vllm") / "vllm.log")
+    yield from _serve_tiny(tiny_model, tmp_path_factory.mktemp("vllm") / "vllm.log")
 
 
 @pytest.fixture(scope="session")
 def second_vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """A second replica of ``vllm_server`` (the same model and profile), for routing between pods."""
+    yield from _serve_tiny(tiny_model, tmp_path_factory.mktemp("vllm-b") / "vllm.log")
+
+
+def _serve_tiny(model: Path, log_path: Path) -> Iterator[VllmServer]:
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    launch = vllm_command(PROFILES["tiny"], str(tiny_model), SERVED_NAME, python=VLLM_PYTHON, port=port)
-    yield from _serve(launch.argv, launch.env, port, tmp_path_factory.mktemp("vllm-b") / "vllm.log")
+    launch = vllm_command(PROFILES["tiny"], str(model), SERVED_NAME, python=VLLM_PYTHON, port=port)
+    yield from _serve(launch.argv, launch.env, port, log_path)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from bench.routing import WORDS
 from gateway.engine_stats import parse_engine_metrics
 from tests.conftest import GatewayFactory
 from tests.system.conftest import SERVED_NAME, VllmServer
@@ -17,23 +18,6 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 
 CONVERSATIONS = 10
 TURNS = 4
-WORDS = [
-    "frame",
-    "person",
-    "desk",
-    "mug",
-    "red",
-    "door",
-    "opens",
-    "speaks",
-    "screen",
-    "chart",
-    "window",
-    "light",
-    "street",
-    "car",
-    "table",
-]
 
 
 def _prefix_counters(servers: list[VllmServer]) -> tuple[float, float]:
@@ -60,7 +44,7 @@ async def _hit_rate(gateway: GatewayFactory, servers: list[VllmServer], strategy
     gw = await gateway({"model_list": deployments, "router_settings": {"routing_strategy": strategy}})
     client = gw.openai()
     rng = random.Random(seed)  # contexts no replica has seen: the counters start cold for them
-    contexts = [" ".join(rng.choices(WORDS, k=150)) for _ in range(CONVERSATIONS)]
+    contexts = [" ".join(rng.choices(WORDS, k=120)) for _ in range(CONVERSATIONS)]
     hits_before, queries_before = _prefix_counters(servers)
     for turn in range(TURNS):
         for context in contexts:
