@@ -86,6 +86,7 @@ bench: install
 	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.fleet
 	$(BIN)/python -m bench.providers
+	$(BIN)/python -m bench.routing
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .launch

@@ -11,7 +11,7 @@ Each request streams; time to first token is measured by the client. Throughput 
 tokens over the time from the first arrival to the last answer. The prefix-cache hit rate is the
 pods' own ``vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total``.
 
-Run: ``python -m bench.routing [--pods 4] [--scale 1.0]`` (about four minutes).
+Run: ``python -m bench.routing [--pods 4] [--replicas 2] [--scale 1.0]`` (about nine minutes).
 """
 
 from __future__ import annotations
