@@ -55,6 +55,9 @@ class LiteLLMParams(_Lenient):
     weight: float = Field(default=1.0, gt=0)
     max_parallel_requests: int | None = Field(default=None, gt=0)
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    # Send the client's own Authorization header instead of api_key (a service that checks the
+    # caller's key itself, such as the video service's video/* models); OpenAI-compatible ones only.
+    forward_client_authorization: bool = False
 
 
 class ModelInfo(_Lenient):

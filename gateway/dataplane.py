@@ -101,7 +101,8 @@ def _anthropic_head(request: Request) -> bytes:
 async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Reply | StreamReply:
     request_id: str = request.state.request_id
     request.state.endpoint = endpoint.name
-    principal = state.keys.authenticate(credential(request, endpoint))
+    authorization = credential(request, endpoint)
+    principal = state.keys.authenticate(authorization)
     settings = state.config.gateway_settings
     upload: Upload | None = None
     user: str | None = None
@@ -144,6 +145,7 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
         )
         request.state.accounting = accounting
         call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
+        call.authorization = authorization
         if state.router.engine_aware_groups and upload is None:
             engine_aware = state.router.engine_aware
             header = engine_aware.args.session_header

@@ -44,6 +44,7 @@ class Deployment:
     per_pod: bool = False  # api_base names a headless Service: one deployment per address (gateway.discovery)
     rpm: TokenBucket | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    forward_authorization: bool = False  # requests carry the client's Authorization header, not api_key
     media_domains: frozenset[str] | None = frozenset()  # domains of media URLs it may be sent; None: any
     native: frozenset[str] = BASE_FAMILIES  # endpoint families its own API serves (gateway.endpoints)
     path_prefix: str = ""  # between api_base and an endpoint's name ("v1/" for Anthropic's API)

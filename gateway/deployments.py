@@ -65,6 +65,11 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         if api_base is None:
             raise ConfigError(f"model_list '{entry.model_name}': {provider_name}/ needs litellm_params.api_base")
         api_key = resolve_api_key(provider, params.api_key, env)
+    if params.forward_client_authorization and sdk:
+        raise ConfigError(
+            f"model_list '{entry.model_name}': forward_client_authorization needs an OpenAI-compatible provider "
+            f"(openai/, hosted_vllm/), not {provider_name}/"
+        )
     timeout = params.timeout or settings.timeout
     deployment = Deployment(
         id=entry.model_info.id or f"{entry.model_name}/{index}",
@@ -85,6 +90,7 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         sdk_params=dict(params.model_extra or {}) if sdk else {},
         rpm=TokenBucket(params.rpm) if params.rpm else None,
         extra_headers=dict(params.extra_headers),
+        forward_authorization=params.forward_client_authorization,
         media_domains=default_media_domains(provider_name, sdk, entry.model_info.allowed_media_domains),
         native=_native(native, sdk, entry.model_info.native_endpoints),
         path_prefix=path_prefix,

@@ -43,6 +43,7 @@ from gateway.upstream import (
     TRANSPORT_ERRORS,
     AttemptFailed,
     UpstreamClient,
+    authorization_line,
     status_failure,
     transport_failure,
 )
@@ -99,6 +100,7 @@ class Call:
     rename_id: Callable[[Deployment, str], str] | None = None  # response ids the client sees (Responses)
     previous_id: tuple[str, str] | None = None  # (the deployment's, the client's) id of the turn it continues
     affinity: Affinity | None = None  # its prefix and session, for engine-aware routing (gateway.engine_aware)
+    authorization: str | None = None  # the client's Authorization, for deployments that forward it
     _encoded: dict[str, list[bytes | memoryview]] = field(default_factory=dict)
     _media_hosts: list[str] | None = None
     _parsed: dict[str, Any] | None = None
@@ -284,6 +286,8 @@ class Forwarder:
             endpoint, body = call.endpoint, call.encoded_for(upstream_model)
             content_type = call.upload.content_type if call.upload is not None else JSON_TYPE
             extra_head = call.extra_head
+        if deployment.forward_authorization:
+            extra_head += authorization_line(deployment, call.authorization)
         accounting = call.accounting
         sent = accounting.now()
         handed_off = False

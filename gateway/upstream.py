@@ -42,11 +42,21 @@ def upstream_headers(deployment: Deployment) -> list[tuple[str, str]]:
         headers["anthropic-version"] = ("anthropic-version", ANTHROPIC_VERSION)
         if deployment.api_key:
             headers["x-api-key"] = ("x-api-key", deployment.api_key)
-    elif deployment.api_key:
+    elif deployment.api_key and not deployment.forward_authorization:
         headers["authorization"] = ("Authorization", f"Bearer {deployment.api_key}")
     for name, value in deployment.extra_headers.items():
-        headers[name.lower()] = (name, value)
+        if not (deployment.forward_authorization and name.lower() == "authorization"):
+            headers[name.lower()] = (name, value)
     return list(headers.values())
+
+
+def authorization_line(deployment: Deployment, client_authorization: str | None) -> bytes:
+    """The Authorization header line a deployment that forwards the client's gets: the client's
+    own (its key for the gateway), else the deployment's api_key, else none."""
+    value = client_authorization or (f"Bearer {deployment.api_key}" if deployment.api_key else None)
+    if not value or any(c in value for c in "\r\n\0"):
+        return b""
+    return b"Authorization: " + value.encode("latin-1", "replace") + b"\r\n"
 
 
 def check_deployment(deployment: Deployment) -> None:
@@ -159,7 +169,9 @@ class UpstreamClient:
                 response.release()
         except TRANSPORT_ERRORS as exc:
             return describe_transport_error(exc)
-        return None if response.status < 300 else f"HTTP {response.status}"
+        if response.status < 300 or (deployment.forward_authorization and response.status in (401, 403)):
+            return None  # it answered (one that checks callers' keys refuses an anonymous probe)
+        return f"HTTP {response.status}"
 
 
 def describe_transport_error(exc: BaseException) -> str:
@@ -188,6 +200,9 @@ def transport_failure(deployment: Deployment, exc: BaseException) -> AttemptFail
 def status_failure(deployment: Deployment, status: int, body: bytes, retry_after: str | None) -> AttemptFailed:
     """Map a non-2xx upstream answer: 408/429/5xx may be retried, other 4xx are the client's."""
     group = deployment.group
+    if status in (401, 403) and deployment.forward_authorization:
+        # The client's own key was refused: its error, passed on as the upstream said it.
+        return AttemptFailed(rejected_from_upstream(status, body), False)
     if status == 429:
         return AttemptFailed(
             RateLimited(f"model '{group}' is rate limiting requests", retry_after=_parse_retry_after(retry_after)),

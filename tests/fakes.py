@@ -313,7 +313,7 @@ class FakeUpstream:
                 await response.write(piece)
             await response.write_eof()
             return response
-        words = [*f"{b.content} ({self.name})".split(" ")]
+        words = self._answer(body).split(" ")
         finish = "stop"
         if b.tool_call and body.get("tools"):
             words, finish = [], "tool_calls"

@@ -13,20 +13,20 @@ from typing import Any
 import openai
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from common.errors import InvalidRequest, UpstreamFailed
+from video import answering
+from video.answering import Ask
 from video.audio import audio_only, probe_audio
-from video.chat import Context, ContextTooSmall, build_context
+from video.chat import Context, Turn
 from video.clips import ClipPlan
-from video.context_window import TokenEstimate
 from video.fanout import timestamp_label
 from video.probe import VideoRejected, probe
 from video.protocol import ChatRequest
 from video.sampling import SamplingOptions, expected_frames
-from video.state import ServiceState, session_or_404
+from video.state import ServiceState
 from video.store import Moment, Session, SpokenMoment
-from video.time_ranges import time_range
 from video.transcription import joined, srt, webvtt
 from video.upload import receive_upload, safe_name
 
@@ -125,69 +125,38 @@ async def upload(request: Request, state: ServiceState, owner: str | None) -> di
     }
 
 
-async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> dict[str, Any]:
-    session = await asyncio.to_thread(session_or_404, state, body.session_id, owner)
-    progress = await asyncio.to_thread(state.jobs.progress, session.id)
-    frames = await asyncio.to_thread(state.store.frames, session.id)
-    if not any(f.description for f in frames):
-        raise InvalidRequest(
-            "no frame of this video has been described yet; try again shortly", param="session_id", code="not_ready"
-        )
-    summaries = await asyncio.to_thread(state.store.summaries, session.id)
-    described = [f for f in frames if f.description]
-    reached = max(f.timestamp_s for f in described)
-    coverage = (
-        f"The video lasts {timestamp_label(session.duration_s)}; descriptions cover it up to "
-        f"{timestamp_label(reached)} ({progress['progress_percentage']}% of the frames are processed)."
+async def chat(body: ChatRequest, state: ServiceState, owner: str | None) -> Response:
+    """``POST /chat``: the answer as JSON, or (``stream``) as Server-Sent Events."""
+    ask = Ask(
+        body.session_id,
+        body.question,
+        tuple(Turn(t.role, t.content) for t in body.history),
+        body.look,
     )
+    prepared = await answering.prepare(state, ask, owner)
+    if not body.stream:
+        return Response(orjson.dumps(await answering.answer(state, prepared)), media_type="application/json")
+    context, pieces = await answering.answer_stream(state, prepared)
+    return StreamingResponse(_chat_events(state, prepared, context, pieces), media_type="text/event-stream")
 
-    ranked = await state.retriever.rank(session.id, body.question)
-    ranked_speech = await state.retriever.rank_speech(session.id, body.question)
-    speech = joined(await asyncio.to_thread(state.store.speech, session.id))
-    window = time_range(body.question, session.duration_s)
-    overviews = await asyncio.to_thread(state.store.overviews, session.id)
 
-    def make_context(budget: int, tokens: TokenEstimate) -> Context:
-        return build_context(
-            frames,
-            summaries,
-            body.question,
-            budget,
-            state.settings.summary_batch_size,
-            tokens,
-            ranked=ranked,
-            window=window,
-            overviews=overviews,
-            speech=speech,
-            ranked_speech=ranked_speech,
-        )
-
+async def _chat_events(
+    state: ServiceState, prepared: answering.Prepared, context: Context, pieces: AsyncIterator[str]
+) -> AsyncIterator[bytes]:
+    """``answer.delta`` events as the answer is written, then ``answer.done`` with the fields of the
+    JSON response; ``error`` (OpenAI's envelope) when the model fails midway."""
+    written: list[str] = []
     try:
-        answer, context = await state.chat.answer(body.question, coverage, make_context, session.id)
-    except ContextTooSmall as exc:
-        raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
+        async for piece in pieces:
+            written.append(piece)
+            yield b"event: answer.delta\ndata: " + orjson.dumps({"text": piece}) + b"\n\n"
     except openai.APIError as exc:
-        # The gateway or the model failed; anything else is a bug, a 500 with its traceback logged.
-        log.warning("chat failed: %s", type(exc).__name__)
-        raise UpstreamFailed("the chat model could not answer; try again") from None
-    retrieved = await asyncio.to_thread(state.store.frames_at, session.id, list(context.moments))
-    return {
-        "session_id": session.id,
-        "question": body.question,
-        "answer": answer,
-        "context_batches_used": context.batches_used,
-        "total_frames_in_context": context.frames_used,
-        "summary_level": context.summary_level,
-        "time_range_s": list(window) if window else None,
-        "retrieved": [
-            {"index": f.index, "timestamp_s": f.timestamp_s, "timestamp": timestamp_label(f.timestamp_s)}
-            for f in retrieved
-        ],
-        "speech_segments_in_context": context.speech_used,
-        "progress_percentage": progress["progress_percentage"],
-        "status": progress["status"],
-        "covered_until_s": reached,
-    }
+        log.warning("chat stream failed: %s", type(exc).__name__)
+        error = UpstreamFailed("the chat model stopped answering; try again")
+        yield b"event: error\ndata: " + orjson.dumps(error.envelope()) + b"\n\n"
+        return
+    done = await answering.fields(state, prepared, "".join(written).strip(), context)
+    yield b"event: answer.done\ndata: " + orjson.dumps(done) + b"\n\n"
 
 
 async def image(request: Request, state: ServiceState) -> dict[str, Any]:

@@ -23,11 +23,12 @@ from common.errors import (
     error_response,
     install_error_handlers,
 )
-from video import actions
+from video import actions, openai_api
 from video.capabilities import VideoSupport
 from video.components import Components, build_components
 from video.fanout import timestamp_label
 from video.jobs import EventHub, JobEngine, LocalEngine
+from video.openai_api import CompletionRequest
 from video.protocol import (
     ChatRequest,
     ChatResponse,
@@ -95,6 +96,7 @@ def create_app(settings: VideoSettings) -> FastAPI:
             [digest(k) for k in keys],
             Retriever(store, parts.embedder),
             VideoSupport(parts.client, settings.vision_model, settings.clip_mode),
+            parts.looker,
         )
         resumed = await jobs.resume_all()
         if resumed:
@@ -230,9 +232,25 @@ def create_app(settings: VideoSettings) -> FastAPI:
             raise InvalidRequest("'limit' must be between 1 and 100", param="limit")
         return await actions.search(state, owner, q, limit)
 
-    @app.post("/chat", tags=["video"], response_model=ChatResponse)
-    async def chat(body: ChatRequest, state: StateDep, owner: OwnerDep) -> dict[str, Any]:
+    @app.post(
+        "/chat",
+        tags=["video"],
+        response_model=None,
+        responses={200: {"model": ChatResponse, "content": {"text/event-stream": {}}}},
+    )
+    async def chat(body: ChatRequest, state: StateDep, owner: OwnerDep) -> Response:
+        """An answer about the session's video; ``stream: true`` sends it as it is written (SSE)."""
         return await actions.chat(body, state, owner)
+
+    @app.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    async def chat_completions(body: CompletionRequest, state: StateDep, owner: OwnerDep) -> Response:
+        """Chat about the video of session ``<id>`` as the model ``video/<id>`` (OpenAI's shapes)."""
+        return await openai_api.completions(body, state, owner)
+
+    @app.get("/v1/models", tags=["openai"])
+    async def models(state: StateDep, owner: OwnerDep) -> dict[str, Any]:
+        """The caller's sessions, as the models ``video/<session_id>``."""
+        return await openai_api.models(state, owner)
 
     @app.delete("/sessions/{session_id}", tags=["video"], response_model=DeleteResponse)
     async def delete(session_id: str, state: StateDep, owner: OwnerDep) -> dict[str, Any]:

@@ -9,13 +9,15 @@ reports an overflow, the prompt is rebuilt smaller and sent again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import zip_longest
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from common.headers import SESSION_HEADER
 from video.context_window import TEMPLATE_TOKENS, ContextTooSmall, TokenEstimate, overflow_of
@@ -43,7 +45,19 @@ INSIGHTS_PROMPT = "Given this description of an image, list the key insights: wh
 T = TypeVar("T")
 _ATTEMPTS = 3
 
-__all__ = ["ChatModel", "Context", "ContextTooSmall", "build_context", "frame_line", "speech_line", "summary_line"]
+__all__ = [
+    "ChatModel",
+    "Context",
+    "ContextTooSmall",
+    "Question",
+    "Turn",
+    "Usage",
+    "build_context",
+    "fit_history",
+    "frame_line",
+    "speech_line",
+    "summary_line",
+]
 
 
 def frame_line(frame: FrameRecord) -> str:
@@ -124,6 +138,7 @@ class Context:
     moments: tuple[int, ...] = ()  # the frames it holds
     summary_level: int | None = None  # 0: batch summaries; n: summaries of level n-1 ones
     speech_used: int = 0  # speech segments it holds
+    history_turns: int = 0  # earlier turns of the conversation sent with it
 
 
 def spread(items: list[T], fits: Callable[[list[T]], bool]) -> list[T]:
@@ -266,6 +281,67 @@ def _evenly_fitting(lines: list[Line], budget: int, tokens: TokenEstimate) -> li
     return spread(lines, lambda chosen: sum(costs[position[id(line)]] for line in chosen) <= budget)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation about the video."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+HISTORY_SHARE = 0.3  # of the budget, at most, for earlier turns
+
+
+def fit_history(history: Sequence[Turn], budget: int, tokens: TokenEstimate) -> list[Turn]:
+    """The latest turns whose text fits ``budget`` tokens, oldest dropped first; a kept answer
+    keeps the question it answered, so the model never sees an answer without its question."""
+    kept: list[Turn] = []
+    for turn in reversed(history):
+        cost = tokens.count(turn.content) + 4
+        if cost > budget:
+            break
+        kept.append(turn)
+        budget -= cost
+    kept.reverse()
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    return kept
+
+
+@dataclass
+class Usage:
+    """Tokens spent on one answer, over every call it made."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, usage: CompletionUsage | None) -> None:
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        total = self.prompt_tokens + self.completion_tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
+
+
+Messages = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question with what surrounds it: the coverage note, earlier turns, what was seen when
+    looking again at the frames (``observed``), and the frames themselves when the chat model
+    looks at them in the same call (``pictures``: message parts, ``picture_tokens`` their cost)."""
+
+    text: str
+    coverage: str
+    history: tuple[Turn, ...] = ()
+    observed: str = ""
+    pictures: tuple[dict[str, Any], ...] = ()
+    picture_tokens: int = 0
+
+
 @dataclass
 class ChatModel:
     """The stronger (cloud) model that summarises and answers, within its context length."""
@@ -291,28 +367,48 @@ class ChatModel:
                 log.info("the model list is unavailable (%s); the context length is learned on overflow", exc)
         return self.context_tokens
 
-    async def _complete(self, system: str, build: Callable[[int | None], str], session: str | None = None) -> str:
-        """Send ``build(budget)``: the user message cut to ``budget`` tokens (None: no known limit).
+    async def _open(
+        self,
+        system: str,
+        build: Callable[[int | None], Messages],
+        session: str | None = None,
+        *,
+        stream: bool = False,
+        max_tokens: int | None = None,
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """Send ``build(budget)``: the messages after the system one, cut to ``budget`` tokens
+        (None: no known limit); an overflow the model reports shrinks the budget and sends again.
 
         ``session`` goes as ``x-session-id``: the gateway's engine-aware routing keeps a session's
         questions on the vLLM pod that already holds its context in the prefix cache."""
         for attempt in range(_ATTEMPTS):
             window = await self.window()
-            max_tokens = self.max_tokens if window is None else min(self.max_tokens, max(16, window // 4))
+            most = min(self.max_tokens, max_tokens or self.max_tokens)
+            answer_tokens = most if window is None else min(most, max(16, window // 4))
             budget = self.budget_tokens
             if window is not None:
-                room = window - max_tokens - self.tokens.count(system) - TEMPLATE_TOKENS
+                room = window - answer_tokens - self.tokens.count(system) - TEMPLATE_TOKENS
                 if room <= 0:
                     raise ContextTooSmall(
                         f"the chat model's context of {window} tokens is too small for its instructions"
                     )
                 budget = room if budget is None else min(budget, room)
-            user = build(budget)
+            messages = build(budget)
+            sent: Any = [{"role": "system", "content": system}, *messages]
             try:
-                response = await self.client.chat.completions.create(
+                if stream:
+                    return await self.client.chat.completions.create(
+                        model=self.model,
+                        messages=sent,
+                        max_tokens=answer_tokens,
+                        extra_headers={SESSION_HEADER: session} if session else None,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                return await self.client.chat.completions.create(
                     model=self.model,
-                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                    max_tokens=max_tokens,
+                    messages=sent,
+                    max_tokens=answer_tokens,
                     extra_headers={SESSION_HEADER: session} if session else None,
                 )
             except openai.APIStatusError as exc:
@@ -324,10 +420,18 @@ class ChatModel:
                     self.context_tokens is None or overflow.window < self.context_tokens
                 ):
                     self.context_tokens = overflow.window
-                self.tokens.learn(len(system) + len(user), overflow.prompt_tokens or 0)
+                self.tokens.learn(len(system) + sum(len(_text_of(m)) for m in messages), overflow.prompt_tokens or 0)
                 continue
-            return (response.choices[0].message.content or "").strip()
         raise ContextTooSmall(f"the prompt still overflows the chat model's context after {_ATTEMPTS} tries")
+
+    async def _complete(
+        self, system: str, build: Callable[[int | None], str], session: str | None = None, usage: Usage | None = None
+    ) -> str:
+        response = await self._open(system, lambda budget: [{"role": "user", "content": build(budget)}], session)
+        assert isinstance(response, ChatCompletion)
+        if usage is not None:
+            usage.add(response.usage)
+        return (response.choices[0].message.content or "").strip()
 
     async def summarise(self, frames: list[FrameRecord], speech: list[SpeechSegment] | None = None) -> str:
         """A summary of consecutive descriptions (a clip's once) and what is said meanwhile."""
@@ -350,20 +454,15 @@ class ChatModel:
 
         return await self._complete(prompt, build)
 
-    async def answer(
-        self,
-        question: str,
-        coverage: str,
-        make_context: Callable[[int, TokenEstimate], Context],
-        session: str | None = None,
-    ) -> tuple[str, Context]:
-        """The answer, and the context it was given (built by ``make_context(budget, tokens)``);
-        ``session`` names the video's session to the gateway (see ``_complete``)."""
-        used: list[Context] = []
-        tail = f"\n\n{coverage}\n\nQuestion: {question}"
+    def _answer_messages(
+        self, question: Question, make_context: Callable[[int, TokenEstimate], Context], used: list[Context]
+    ) -> Callable[[int | None], Messages]:
+        tail = f"\n\n{question.coverage}\n\nQuestion: {question.text}"
+        observed = f"{question.observed}\n\n" if question.observed else ""
 
-        def build(budget: int | None) -> str:
-            room = (budget if budget is not None else 10**9) - self.tokens.count(tail)
+        def build(budget: int | None) -> Messages:
+            total = budget if budget is not None else 10**9
+            room = total - self.tokens.count(tail) - self.tokens.count(observed) - question.picture_tokens
             if room <= 0:
                 window = self.context_tokens
                 raise ContextTooSmall(
@@ -371,14 +470,69 @@ class ChatModel:
                     if window
                     else "the question is too long for the chat model's context; shorten it"
                 )
+            turns = fit_history(question.history, int(room * HISTORY_SHARE), self.tokens)
+            room -= sum(self.tokens.count(t.content) + 4 for t in turns)
             context = make_context(room, self.tokens)
             if not context.text:
                 raise ContextTooSmall("no description of the video fits beside the question; shorten it")
-            used.append(context)
-            return context.text + tail
+            used.append(replace(context, history_turns=len(turns)))
+            text = observed + context.text + tail
+            content: str | list[dict[str, Any]] = (
+                [{"type": "text", "text": text}, *question.pictures] if question.pictures else text
+            )
+            return [*({"role": t.role, "content": t.content} for t in turns), {"role": "user", "content": content}]
 
-        answer = await self._complete(ANSWER_PROMPT, build, session)
-        return answer, used[-1]
+        return build
+
+    async def answer(
+        self,
+        question: Question,
+        make_context: Callable[[int, TokenEstimate], Context],
+        session: str | None = None,
+        usage: Usage | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[str, Context]:
+        """The answer, and the context it was given (built by ``make_context(budget, tokens)``);
+        ``session`` names the video's session to the gateway (see ``_open``)."""
+        used: list[Context] = []
+        build = self._answer_messages(question, make_context, used)
+        response = await self._open(ANSWER_PROMPT, build, session, max_tokens=max_tokens)
+        assert isinstance(response, ChatCompletion)
+        if usage is not None:
+            usage.add(response.usage)
+        return (response.choices[0].message.content or "").strip(), used[-1]
+
+    async def answer_stream(
+        self,
+        question: Question,
+        make_context: Callable[[int, TokenEstimate], Context],
+        session: str | None = None,
+        usage: Usage | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[Context, AsyncIterator[str]]:
+        """The context the answer is given, and the answer's text as the model writes it."""
+        used: list[Context] = []
+        build = self._answer_messages(question, make_context, used)
+        stream = await self._open(ANSWER_PROMPT, build, session, stream=True, max_tokens=max_tokens)
+        assert isinstance(stream, AsyncStream)
+
+        async def pieces() -> AsyncIterator[str]:
+            async with stream:
+                async for chunk in stream:
+                    if usage is not None and chunk.usage is not None:
+                        usage.add(chunk.usage)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield choice.delta.content
+
+        return used[-1], pieces()
 
     async def insights(self, description: str) -> str:
         return await self._complete(INSIGHTS_PROMPT, lambda budget: description)
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content or "")

@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from video.capabilities import VideoSupport
-from video.chat import ChatModel, build_context
+from video.chat import ChatModel, Question, build_context
 from video.clips import ClipPlan
 from video.fanout import Describer, fan_out, timestamp_label
 from video.probe import VideoRejected, probe
@@ -98,8 +98,7 @@ async def _analyze(args: argparse.Namespace) -> int:
         ranked = _rank(frames, args.question, info.duration_s)
         window = time_range(args.question, info.duration_s)
         answer, _ = await chat.answer(
-            args.question,
-            f"The video lasts {timestamp_label(info.duration_s)}.",
+            Question(args.question, f"The video lasts {timestamp_label(info.duration_s)}."),
             lambda budget, tokens: build_context(
                 frames, summaries, args.question, budget, batch, tokens, ranked=ranked, window=window
             ),

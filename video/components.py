@@ -11,6 +11,7 @@ from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobSettings, Summariser
 from video.jobs.speech import Soundtrack
+from video.look import Looker
 from video.retrieval import Embedder
 from video.settings import VideoSettings
 from video.store import Store
@@ -25,6 +26,7 @@ class Components:
     embedder: Embedder | None
     summariser: Summariser
     job_settings: JobSettings
+    looker: Looker  # looks again at the moments a question is about (video.look)
     soundtrack: Soundtrack | None = None  # when a transcription group is configured
 
     async def close(self) -> None:
@@ -66,5 +68,6 @@ def build_components(settings: VideoSettings, store: Store) -> Components:
         embedder,
         Summariser(store, chat, settings.summary_batch_size, embedder),
         job_settings,
+        Looker(client, settings.vision_model, settings.look_max_tokens),
         soundtrack,
     )

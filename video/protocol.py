@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HistoryTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20_000)
 
 
 class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     session_id: str
     question: str = Field(min_length=1, max_length=4000)
+    history: list[HistoryTurn] = Field(
+        default_factory=list, max_length=200, description="earlier turns, oldest first; the latest that fit are sent"
+    )
+    look: bool | None = Field(
+        default=None, description="look again at the frames of the moments (default: when VIDEO_LOOK_FRAMES > 0)"
+    )
+    stream: bool = Field(default=False, description="Server-Sent Events: answer.delta pieces, then answer.done")
 
 
 class UploadResponse(BaseModel):
@@ -126,6 +144,19 @@ class TranscriptResponse(BaseModel):
     failed: list[TranscriptGap] = Field(description="stretches of the soundtrack that could not be transcribed")
 
 
+class CitedMoment(BaseModel):
+    timestamp_s: float
+    timestamp: str
+    index: int | None = Field(description="the frame at that time")
+    thumbnail_url: str | None
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class ChatResponse(BaseModel):
     session_id: str
     question: str
@@ -136,6 +167,12 @@ class ChatResponse(BaseModel):
     time_range_s: list[float] | None
     retrieved: list[RetrievedMoment]
     speech_segments_in_context: int = 0
+    looked: bool = Field(default=False, description="whether the vision group looked at the moments again")
+    looked_at: list[RetrievedMoment] = Field(default_factory=list, description="the frames it looked at")
+    cited: list[CitedMoment] = Field(default_factory=list, description="the moments the answer cites")
+    history_turns_used: int = Field(default=0, description="earlier turns that fitted the chat model's context")
+    notes: list[str] = Field(default_factory=list, description="why something asked for was not done")
+    usage: TokenUsage | None = None
     progress_percentage: float
     status: str
     covered_until_s: float

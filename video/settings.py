@@ -50,6 +50,9 @@ class VideoSettings(BaseSettings):
     chat_context_tokens: int | None = Field(default=None, ge=256)
     description_max_tokens: int = Field(default=300, ge=1)
     answer_max_tokens: int = Field(default=600, ge=1)
+    # Looking again: the vision group is shown at most this many frames of the moments a question is about (0: off).
+    look_frames: int = Field(default=16, ge=0, le=64)
+    look_max_tokens: int = Field(default=400, ge=16)
     request_timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     log_level: str = "info"

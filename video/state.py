@@ -9,6 +9,7 @@ from video.capabilities import VideoSupport
 from video.chat import ChatModel
 from video.fanout import Describer
 from video.jobs import JobEngine
+from video.look import Looker
 from video.retrieval import Retriever
 from video.settings import VideoSettings
 from video.store import Session, Store
@@ -24,6 +25,7 @@ class ServiceState:
     key_digests: list[bytes]
     retriever: Retriever
     video_support: VideoSupport
+    looker: Looker
 
 
 def session_or_404(state: ServiceState, session_id: str, owner: str | None) -> Session:

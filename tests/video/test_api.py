@@ -98,10 +98,25 @@ async def test_upload_status_frames_summaries_chat(
     # The answer names its session, so engine-aware routing keeps the session's context on one pod.
     assert gateway.headers[-1].get("x-session-id") == session_id
     vision = [b for b in gateway.bodies if b["model"] == "vision"]
-    assert len(vision) == 5
+    *described, looked = vision
+    assert len(described) == 5
     assert [b["model"] for b in gateway.bodies].count("chat") == 3  # two batch summaries and the answer
-    for sent in vision:
+    for sent in described:
         assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    # Looking again: the vision group was shown the frames around 00:02, decoded again from the video,
+    # with their descriptions and the question; what it saw reached the chat model with its times.
+    parts = looked["messages"][0]["content"]
+    assert "Question: What happens at 00:02?" in parts[0]["text"]
+    labels = [p["text"] for p in parts[1:] if p["type"] == "text"]
+    assert "Frame at [00:02.0]:" in labels and len(labels) <= 16
+    assert all(p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in parts if p["type"] == "image_url")
+    assert answer["looked"] is True
+    assert 2.0 in [m["timestamp_s"] for m in answer["looked_at"]]
+    looked_section = answer["answer"].split("Looked at again for this question, the frames at ")[1]
+    assert "[00:02.0]" in looked_section.split(" show:")[0]
+    assert "show:\ngateway saw: " in looked_section, "the vision group's observation is in the chat model's context"
+    assert 2.0 in [c["timestamp_s"] for c in answer["cited"]]
+    assert answer["usage"] == {"prompt_tokens": 22, "completion_tokens": 14, "total_tokens": 36}
 
     metrics = (await service.http.get("/metrics")).text
     assert 'video_jobs_total{status="completed"} 1.0' in metrics
