@@ -108,7 +108,8 @@ async def test_upload_status_frames_summaries_chat(
     parts = looked["messages"][0]["content"]
     assert "Question: What happens at 00:02?" in parts[0]["text"]
     labels = [p["text"] for p in parts[1:] if p["type"] == "text"]
-    assert "Frame at [00:02.0]:" in labels and len(labels) <= 16
+    assert "Frame at [00:02.0]:" in labels
+    assert len(labels) <= 16
     assert all(p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in parts if p["type"] == "image_url")
     assert answer["looked"] is True
     assert 2.0 in [m["timestamp_s"] for m in answer["looked_at"]]

@@ -52,10 +52,12 @@ async def test_history_is_sent_latest_turns_first_and_answers_stream(
     ]
     body = {"session_id": session_id, "question": "And after that?", "history": history, "look": False}
     answer = (await service.http.post("/chat", json=body)).json()
-    assert answer["history_turns_used"] == 2 and answer["looked"] is False
+    assert answer["history_turns_used"] == 2
+    assert answer["looked"] is False
     sent = gateway.bodies[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
-    assert sent[1]["content"] == history[0]["content"] and sent[2]["content"] == history[1]["content"]
+    assert sent[1]["content"] == history[0]["content"]
+    assert sent[2]["content"] == history[1]["content"]
     assert sent[3]["content"].endswith("Question: And after that?")
 
     # A history longer than the context keeps the latest turns that fit, a question first.
@@ -76,12 +78,14 @@ async def test_history_is_sent_latest_turns_first_and_answers_stream(
     assert name == "answer.done"
     assert "".join(data["text"] for _, data in events[:-1]).strip() == done["answer"]
     assert done["answer"].endswith("Question: And after that?")
-    assert done["history_turns_used"] == 2 and done["session_id"] == session_id
+    assert done["history_turns_used"] == 2
+    assert done["session_id"] == session_id
     assert done["usage"]["completion_tokens"] > 0
     assert gateway.bodies[-1]["stream"] is True
 
     bad = await service.http.post("/chat", json={**body, "history": [{"role": "tool", "content": "x"}]})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "history.0.role"
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "history.0.role"
 
 
 async def test_looking_again_follows_its_settings(
@@ -92,7 +96,8 @@ async def test_looking_again_follows_its_settings(
     session_id = await _ready(off, videos.h264_mp4)
     calls = len(gateway.bodies)
     answer = (await off.http.post("/chat", json={"session_id": session_id, "question": "What is at 00:03?"})).json()
-    assert answer["looked"] is False and answer["notes"] == []  # off, and not asked for
+    assert answer["looked"] is False
+    assert answer["notes"] == []
     asked = {"session_id": session_id, "question": "What is at 00:03?", "look": True}
     answer = (await off.http.post("/chat", json=asked)).json()
     assert answer["notes"] == ["look was ignored: looking again is turned off (VIDEO_LOOK_FRAMES=0)"]
@@ -102,9 +107,11 @@ async def test_looking_again_follows_its_settings(
     session_id = await _ready(on, videos.h264_mp4)
     calls = len(gateway.bodies)
     summary = (await on.http.post("/chat", json={"session_id": session_id, "question": "Summarise the video"})).json()
-    assert summary["looked"] is False and "without looking again" in summary["notes"][0]
+    assert summary["looked"] is False
+    assert "without looking again" in summary["notes"][0]
     answer = (await on.http.post("/chat", json={"session_id": session_id, "question": "What is at 00:03?"})).json()
-    assert answer["looked"] is True and len(answer["looked_at"]) == 3
+    assert answer["looked"] is True
+    assert len(answer["looked_at"]) == 3
     assert 3.0 in [m["timestamp_s"] for m in answer["looked_at"]]
     assert [b["model"] for b in gateway.bodies[calls:]] == ["chat", "vision", "chat"]
 
@@ -157,11 +164,14 @@ async def test_video_models_through_the_gateway_belong_to_their_keys(
 
     completion = await owner.chat.completions.create(model=model, messages=messages)
     text = completion.choices[0].message.content or ""
-    assert "Question: What is at 00:02?" in text and "[00:02.0]" in text
+    assert "Question: What is at 00:02?" in text
+    assert "[00:02.0]" in text
     video = (completion.model_extra or {})["video"]
-    assert video["session_id"] == session_id and video["history_turns_used"] == 2
+    assert video["session_id"] == session_id
+    assert video["history_turns_used"] == 2
     assert 2.0 in [c["timestamp_s"] for c in video["cited"]]
-    assert completion.usage is not None and completion.usage.total_tokens == video["usage"]["total_tokens"] > 0
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == video["usage"]["total_tokens"] > 0
     assert completion.model == model
 
     stream = await owner.chat.completions.create(
@@ -175,8 +185,10 @@ async def test_video_models_through_the_gateway_belong_to_their_keys(
                 finals.append((chunk.model_extra or {}).get("video"))
         usage = chunk.usage or usage
     assert "".join(pieces).strip().endswith("Question: What is at 00:02?")
-    assert len(finals) == 1 and finals[0]["session_id"] == session_id
-    assert usage is not None and usage.completion_tokens > 0
+    assert len(finals) == 1
+    assert finals[0]["session_id"] == session_id
+    assert usage is not None
+    assert usage.completion_tokens > 0
 
     # Another key's session does not exist for it, through the gateway as directly.
     with pytest.raises(openai.NotFoundError) as denied:
