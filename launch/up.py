@@ -146,6 +146,10 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
     config_path = options.state_dir / "gateway.yaml"
     env_seen = read_env(options.env_file)
     config = gateway_config(spec.name, f"{vllm_url}/v1", profile.max_num_seqs * 2, env_seen, profile.max_model_len)
+    with_video = options.with_video and _installed("video.cli")
+    video_url = f"http://{_client_host(options.host)}:{options.video_port}"
+    if with_video:
+        config["model_list"].append(video_models(video_url))
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     gateway_url = f"http://{_client_host(options.host)}:{options.gateway_port}"
@@ -179,8 +183,7 @@ def plan_stack(options: UpOptions, say: Callable[[str], None]) -> list[Service]:
             announce=f"{gateway_url}/v1 (OpenAI API; models: {groups}; docs at {gateway_url}/docs)",
         ),
     ]
-    if options.with_video and _installed("video.cli"):
-        video_url = f"http://{_client_host(options.host)}:{options.video_port}"
+    if with_video:
         video_env = {**video_limits(profile), **video_gateway_key(env_seen)}
         if options.engine == "temporal":
             temporal = temporal_services(options, f"{gateway_url}/v1", video_env)
@@ -269,6 +272,23 @@ def video_limits(profile: Profile) -> dict[str, str]:
         "VIDEO_SUMMARY_BATCH_SIZE": "4",
         "VIDEO_CHUNK_SECONDS": "4",  # clips of a few frames: their visual tokens fit the context too
         "VIDEO_MAX_CLIP_FRAMES": "6",
+        "VIDEO_LOOK_FRAMES": "2",  # looking again: two frames beside the question
+        "VIDEO_LOOK_MAX_TOKENS": "24",
+    }
+
+
+def video_models(video_url: str) -> dict[str, Any]:
+    """The gateway group ``video/*``: each video session as the model ``video/<session_id>``, answered
+    by the video service with the caller's own key (forwarded), so sessions stay their owners'."""
+    return {
+        "model_name": "video/*",
+        "litellm_params": {
+            "model": "openai/video/*",
+            "api_base": f"{video_url}/v1",
+            "forward_client_authorization": True,
+            "timeout": 300,
+        },
+        "model_info": {"id": "video-sessions"},
     }
 
 

@@ -1,4 +1,5 @@
-"""The ``video`` command: ``serve``, ``analyze`` a file in-process, ``describe`` an image."""
+"""The ``video`` command: ``serve``, ``worker``, ``analyze`` a file in-process, ``describe`` an image,
+``eval`` accuracy on a QA file and write the generated ``eval-set``."""
 
 from __future__ import annotations
 
@@ -287,6 +288,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--question")
     analyze.add_argument("--output", help="write a JSON report here")
 
+    evaluate = commands.add_parser(
+        "eval", help="accuracy on a multiple-choice QA file (Video-MME, EgoSchema layouts) against a running service"
+    )
+    evaluate.add_argument("qa_file", type=Path, help="CSV or JSON Lines: video, question, options, answer[, task_type]")
+    evaluate.add_argument("--url", default="http://127.0.0.1:8080", help="the video service (default: local)")
+    evaluate.add_argument("--api-key", help="a client key of the video service")
+    evaluate.add_argument("--videos", type=Path, help="where the videos are (default: beside the QA file)")
+    evaluate.add_argument("--fps", type=float, default=1.0, help="frames a second sampled (default 1)")
+    evaluate.add_argument("--concurrency", type=int, default=4, help="uploads and questions at once (default 4)")
+    evaluate.add_argument(
+        "--look", choices=("both", "on", "off"), default="both", help="ask looking again, not, or both"
+    )
+    evaluate.add_argument("--limit", type=int, help="the first N questions only")
+    evaluate.add_argument("--output", type=Path, help="write every answer as JSON here")
+
+    eval_set = commands.add_parser("eval-set", help="write the generated QA set (synthetic videos, known answers)")
+    eval_set.add_argument("folder", type=Path)
+    eval_set.add_argument("--videos", type=int, default=6, help="how many videos (default 6; 4-5 questions each)")
+    eval_set.add_argument("--seed", type=int, default=0)
+
     describe = commands.add_parser("describe", help="describe one image and list insights")
     describe.add_argument("image")
     gateway_options(describe, required=True)
@@ -316,4 +337,61 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.fps <= 0 or args.concurrency < 1:
             parser.error("--fps must be positive and --concurrency at least 1")
         return asyncio.run(_analyze(args))
+    if args.command == "eval":
+        if args.fps <= 0 or args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+            parser.error("--fps must be positive, --concurrency and --limit at least 1")
+        return asyncio.run(_evaluate(args))
+    if args.command == "eval-set":
+        if args.videos < 1:
+            parser.error("--videos must be at least 1")
+        from video.eval_set import generate
+
+        qa = generate(args.folder, args.videos, args.seed)
+        print(f"wrote {args.videos} video(s) and {qa}; run: video eval {qa}")
+        return 0
     return asyncio.run(_describe(args))
+
+
+async def _evaluate(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from video.evaluation import EvalError, Runner, as_json, load, table
+
+    console = Console(stderr=True)
+
+    try:
+        items = load(args.qa_file, args.videos)
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    items = items[: args.limit] if args.limit else items
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.look]
+    videos = len({item.video for item in items})
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {
+            "video": progress.add_task("videos processed", total=videos),
+            "question": progress.add_task("questions answered", total=len(items) * len(modes)),
+        }
+        runner = Runner(
+            args.url,
+            args.api_key,
+            fps=args.fps,
+            concurrency=args.concurrency,
+            progress=lambda kind, n: progress.advance(tasks[kind], n),
+        )
+        try:
+            report = await runner.run(items, modes)
+        except httpx.HTTPError as exc:
+            print(f"error: the video service at {args.url} cannot be reached ({type(exc).__name__})", file=sys.stderr)
+            return 1
+        finally:
+            await runner.close()
+    print(table(report))
+    if args.output:
+        args.output.write_bytes(as_json(report))
+        console.print(f"every answer written to {args.output}")
+    answered = [o for o in report.outcomes if o.error is None]
+    return 0 if answered else 1

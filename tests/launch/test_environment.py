@@ -114,6 +114,10 @@ def test_launch_up_gives_the_video_service_the_gateway_key_and_reads_dotenv(
     assert config["general_settings"]["master_key"] == "os.environ/GATEWAY_MASTER_KEY"
     assert services["video"].env["VIDEO_API_KEY"] == "master-456"
     assert services["gateway"].argv[-2:] == ["--env-file", str(env_file)]
+    # Each video session is a model through the gateway, answered with the caller's own key.
+    video = next(m for m in config["model_list"] if m["model_name"] == "video/*")
+    assert video["litellm_params"]["api_base"] == "http://127.0.0.1:8080/v1"
+    assert video["litellm_params"]["forward_client_authorization"] is True
 
 
 def test_launch_up_keeps_a_video_key_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,8 @@ async def test_a_job_in_native_clip_mode_describes_every_clip_through_gateway_an
         answer_max_tokens=24,
         context_token_budget=150,
         summary_batch_size=3,
+        look_frames=2,
+        look_max_tokens=16,
     )
     with videos.h264_mp4.open("rb") as handle:
         uploaded = await service.http.post(
@@ -71,8 +73,13 @@ async def test_a_job_in_native_clip_mode_describes_every_clip_through_gateway_an
     # Two clips, two requests: vLLM accepted the video items (a 400 would have failed the frames).
     served = metric(metrics, "gateway_requests_total", deployment="vision/0", model_group="vision", status_class="2xx")
     assert served == 2.0
-    chat = await service.http.post("/chat", json={"session_id": session_id, "question": "What happens?"})
+    # Looking again in clip mode: the frames around 00:02 go to vLLM as one video item, and it takes them.
+    chat = await service.http.post("/chat", json={"session_id": session_id, "question": "What is at 00:02?"})
     assert chat.status_code == 200, chat.text
+    assert chat.json()["looked"] is True, chat.json()["notes"]
+    metrics = (await gw.http.get("/metrics")).text
+    served = metric(metrics, "gateway_requests_total", deployment="vision/0", model_group="vision", status_class="2xx")
+    assert served == 3.0
 
 
 async def test_a_clip_costs_fewer_prompt_tokens_than_its_frames_as_images(

@@ -37,6 +37,8 @@ async def test_upload_to_answer_through_gateway_and_vllm(
         context_token_budget=150,
         summary_batch_size=3,
         clip_mode="images",  # one picture a request here; test_video_clips sends the same frames as clips
+        look_frames=2,  # two pictures beside the question fit the tiny model's context
+        look_max_tokens=16,
     )
     with videos.h264_mp4.open("rb") as handle:
         uploaded = await service.http.post("/upload", files={"file": ("h264.mp4", handle)}, data={"fps": "1"})
@@ -50,11 +52,16 @@ async def test_upload_to_answer_through_gateway_and_vllm(
     frames = (await service.http.get(f"/sessions/{session_id}/frames")).json()["frames"]
     assert [f["timestamp_s"] for f in frames] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert all(isinstance(f["description"], str) and f["error"] is None for f in frames)
-    chat = await service.http.post("/chat", json={"session_id": session_id, "question": "What happens?"})
+    chat = await service.http.post("/chat", json={"session_id": session_id, "question": "What happens?", "look": False})
     assert chat.status_code == 200, chat.text
     assert isinstance(chat.json()["answer"], str)
+    # Looking again: vLLM is shown the frames around 00:02 as pictures with the question, and takes them.
+    looked = await service.http.post("/chat", json={"session_id": session_id, "question": "What is at 00:02?"})
+    assert looked.status_code == 200, looked.text
+    assert looked.json()["looked"] is True, looked.json()["notes"]
+    assert [m["timestamp_s"] for m in looked.json()["looked_at"]] == [1.0, 2.0]
     metrics = (await gw.http.get("/metrics")).text
     assert (
         sample(metrics, "gateway_requests_total", deployment="vision/0", model_group="vision", status_class="2xx")
-        == 5.0
+        == 6.0
     )

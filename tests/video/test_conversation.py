@@ -206,8 +206,9 @@ async def test_video_models_through_the_gateway_belong_to_their_keys(
     assert [m.id async for m in direct.models.list()] == [model]
     direct_b = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key=KEY_B, max_retries=0)
     assert [m.id async for m in direct_b.models.list()] == []
-    with pytest.raises(openai.AuthenticationError):
-        await openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="sk-wrong-key", max_retries=0).models.list()
+    async with openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="sk-wrong-key", max_retries=0) as stranger:
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.models.list()
     for client in (owner, other, direct, direct_b):
         await client.close()
 

@@ -57,7 +57,9 @@ def service_url(tmp_path: Path) -> Iterator[str]:
 
     async def run() -> None:
         heard = "The deadline is on Friday.|Open the red box now."
-        fake = await FakeUpstream("gateway", Behaviour(echo_prompt=True, delay_s=0.15, heard=heard)).start()
+        fake = await FakeUpstream(
+            "gateway", Behaviour(echo_prompt=True, delay_s=0.15, chunk_delay_s=0.01, heard=heard)
+        ).start()
         settings = VideoSettings(
             _env_file=None,  # type: ignore[call-arg]
             gateway_url=fake.url,
@@ -113,11 +115,26 @@ def test_upload_progress_timeline_chat_and_delete(page: Page, service_url: str, 
     page.get_by_label("Question").fill("What happens at 00:02?")
     page.get_by_role("button", name="Ask").click()
     answer = page.locator("#answers article").first
-    expect(answer.locator(".note")).to_contain_text("Based on 5 frame descriptions", timeout=30_000)
-    expect(answer.locator(".note")).to_contain_text("100% processed")
+    # The answer appears as it is written (Server-Sent Events), before it is complete.
+    expect(answer.locator(".answer[aria-busy='true']")).to_contain_text("gateway saw:", timeout=30_000)
+    expect(answer.locator(".note").first).to_contain_text("Based on 5 frame descriptions", timeout=30_000)
+    expect(answer.locator(".note").first).to_contain_text("100% processed")
+    expect(answer.locator(".note").first).to_contain_text("looked again at")
     citation = answer.locator("a.cite", has_text="[00:02.0]").first
     citation.click()
     expect(page.locator("#frame-2")).to_have_class(re.compile("highlight"))
+
+    # A follow-up joins the conversation, which the page keeps for the session across a reload.
+    page.get_by_label("Question").fill("And after that?")
+    page.get_by_role("button", name="Ask").click()
+    expect(page.locator("#answers article").nth(1).locator(".note").first).to_contain_text("Based on", timeout=30_000)
+    page.reload()
+    expect(page.locator("#answers article")).to_have_count(2, timeout=10_000)
+    expect(page.locator("#answers article .question").nth(1)).to_have_text("And after that?")
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("#answers article")).to_have_count(0)
+    page.reload()
+    expect(page.locator("#timeline .frame")).to_have_count(5, timeout=10_000)
 
     page.get_by_label("Search the descriptions of every video").fill("timestamp 00:03")
     page.get_by_role("button", name="Search").click()

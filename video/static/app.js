@@ -93,7 +93,7 @@ async function openSession(id) {
   if (state.stream) state.stream.abort();
   state.session = id; state.frames = new Map(); state.started = null;
   $("session").hidden = false;
-  $("answers").replaceChildren();
+  showConversation();
   $("timeline").replaceChildren();
   history.replaceState(null, "", `#session=${id}`);
   const status = await api(`/status/${id}`);
@@ -330,27 +330,102 @@ function withTimestampLinks(text) {
   return fragment;
 }
 
+// A conversation a session: earlier turns go with each question, so "and after that?" works;
+// kept in this browser (localStorage) until "New conversation".
+function conversation() {
+  try { return JSON.parse(localStorage.getItem(`conversation:${state.session}`) || "[]"); } catch { return []; }
+}
+
+function remember(turns) {
+  localStorage.setItem(`conversation:${state.session}`, JSON.stringify(turns.slice(-40)));
+}
+
+function showTurn(question) {
+  const article = document.createElement("article");
+  const asked = Object.assign(document.createElement("p"), { className: "question", textContent: question });
+  const answer = Object.assign(document.createElement("p"), { className: "answer" });
+  article.append(asked, answer);
+  $("answers").append(article);
+  return { article, answer };
+}
+
+function showConversation() {
+  $("answers").replaceChildren();
+  const turns = conversation();
+  for (let i = 0; i + 1 < turns.length; i += 2) {
+    showTurn(turns[i].content).answer.replaceChildren(withTimestampLinks(turns[i + 1].content));
+  }
+}
+
+// Server-Sent Events from a POST: answer.delta pieces as they are written, then answer.done.
+async function* events(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (data) yield { name, data: JSON.parse(data) };
+    }
+  }
+}
+
 async function ask(event) {
   event.preventDefault();
   const question = $("question").value.trim();
   if (!question || !state.session) return;
-  const article = document.createElement("article");
-  const asked = Object.assign(document.createElement("p"), { className: "question", textContent: question });
-  const answer = Object.assign(document.createElement("p"), { textContent: "thinking…" });
-  article.append(asked, answer);
-  $("answers").prepend(article);
+  const history = conversation();
+  const { article, answer } = showTurn(question);
+  answer.textContent = "thinking…";
+  answer.setAttribute("aria-busy", "true");
   $("question").value = "";
   try {
-    const result = await api("/chat", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ session_id: state.session, question }) });
+    const response = await fetch("/chat", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ session_id: state.session, question, history, stream: true }),
+    });
+    if (response.status === 401) { $("key-form").hidden = false; }
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      throw new Error(body?.error?.message || `request failed (HTTP ${response.status})`);
+    }
+    let written = "", result = null;
+    for await (const { name, data } of events(response)) {
+      if (name === "answer.delta") {
+        written += data.text;
+        answer.textContent = written;
+      } else if (name === "answer.done") {
+        result = data;
+      } else if (name === "error") {
+        throw new Error(data.error?.message || "the answer stopped");
+      }
+    }
+    if (!result) throw new Error("the answer stopped before it was complete");
     answer.replaceChildren(withTimestampLinks(result.answer));
+    remember([...history, { role: "user", content: question }, { role: "assistant", content: result.answer }]);
     const note = Object.assign(document.createElement("p"), { className: "note" });
+    const looked = result.looked ? ` · looked again at ${result.looked_at.map((m) => m.timestamp).join(", ")}` : "";
     note.textContent = `Based on ${result.total_frames_in_context} frame descriptions and ${result.context_batches_used} part(s)` +
-      ` · the video is ${result.progress_percentage}% processed, up to ${label(result.covered_until_s)}`;
+      looked + ` · the video is ${result.progress_percentage}% processed, up to ${label(result.covered_until_s)}`;
     article.append(note);
+    for (const text of result.notes || []) {
+      article.append(Object.assign(document.createElement("p"), { className: "note", textContent: text }));
+    }
   } catch (error) {
     answer.textContent = error.message;
     answer.className = "error";
+  } finally {
+    answer.removeAttribute("aria-busy");
   }
 }
 
@@ -435,6 +510,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupKey();
   setupUpload();
   $("chat-form").addEventListener("submit", ask);
+  $("new-conversation").addEventListener("click", () => { remember([]); showConversation(); });
   $("search-form").addEventListener("submit", search);
   loadSessions();
   const match = location.hash.match(/session=([0-9a-f-]+)/);
