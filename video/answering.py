@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from video.look import (
 )
 from video.sampling import SampledFrame, SamplingOptions
 from video.state import ServiceState, session_or_404
-from video.store import FrameRecord, Session
+from video.store import FrameRecord, Session, SpeechSegment
 from video.time_ranges import time_range
 from video.transcription import joined
 
@@ -62,7 +62,7 @@ class Prepared:
     reached_s: float
     window: tuple[float, float] | None
     question: Question
-    build: Any  # (budget, tokens) -> Context
+    build: Callable[[int, TokenEstimate], Context]  # the context that fits a budget
     looked_at: list[SampledFrame] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -111,11 +111,17 @@ async def prepare(state: ServiceState, ask: Ask, owner: str | None) -> Prepared:
     prepared = Prepared(
         session, ask, progress, frames, reached, window, Question(ask.question, coverage, ask.history), build
     )
-    await _look_again(state, prepared, described, ranked)
+    await _look_again(state, prepared, described, ranked, speech)
     return prepared
 
 
-async def _look_again(state: ServiceState, prepared: Prepared, described: list[FrameRecord], ranked: list[int]) -> None:
+async def _look_again(
+    state: ServiceState,
+    prepared: Prepared,
+    described: list[FrameRecord],
+    ranked: list[int],
+    speech: list[SpeechSegment],
+) -> None:
     settings = state.settings
     ask = prepared.ask
     wanted = ask.look if ask.look is not None else settings.look_frames > 0

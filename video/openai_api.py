@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import openai
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response, StreamingResponse
 
 from common.errors import InvalidRequest, NotFound, UpstreamFailed
@@ -31,6 +31,7 @@ from video.state import ServiceState
 
 log = logging.getLogger("video.openai")
 MODEL_PREFIX = "video/"
+MAX_MESSAGE_CHARS = 20_000  # as /chat's history turns
 _UNSUPPORTED = ("tools", "functions", "tool_choice", "response_format", "audio", "modalities", "prediction")
 
 
@@ -47,6 +48,12 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "\n".join(part.text for part in self.content)
         return self.content or ""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ChatMessage:
+        if len(self.text()) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message may hold at most {MAX_MESSAGE_CHARS} characters")
+        return self
 
 
 class StreamOptions(BaseModel):

@@ -188,3 +188,49 @@ async def test_keys_restricted_to_wildcard_models_work(
     if allowed == ["nebius/Qwen/Qwen3-32B"]:
         with pytest.raises(openai.PermissionDeniedError):
             await client.chat.completions.create(model="nebius/deepseek-ai/DeepSeek-V3", messages=HI)
+
+
+async def test_only_deployments_that_ask_get_the_clients_authorization(
+    upstream: UpstreamFactory, gateway: GatewayFactory
+) -> None:
+    own, forwarded = await upstream("own-key"), await upstream("checks-callers")
+    config = {
+        "model_list": [
+            {"model_name": "chat", "litellm_params": {**deployment("chat", own)["litellm_params"], "api_key": "sk-op"}},
+            {
+                "model_name": "video/*",
+                "litellm_params": {
+                    "model": "openai/video/*",
+                    "api_base": forwarded.url,
+                    "api_key": "sk-operator-key",
+                    "forward_client_authorization": True,
+                },
+            },
+        ],
+        "gateway_settings": {"api_keys": [{"key": TEAM}]},
+    }
+    gw = await gateway(config)
+    client = gw.openai(api_key=TEAM)
+    await client.chat.completions.create(model="chat", messages=HI)
+    assert own.headers[-1]["Authorization"] == "Bearer sk-op"
+    await client.chat.completions.create(model="video/s1", messages=HI)
+    assert forwarded.headers[-1]["Authorization"] == f"Bearer {TEAM}", "the caller's own key, not the operator's"
+    assert [k for k in forwarded.headers[-1] if k.lower() == "authorization"] == ["Authorization"]
+    assert forwarded.bodies[-1]["model"] == "video/s1"
+
+    # A forwarded key the service refuses is the caller's error (401), not an operator's (502).
+    forwarded.behaviour.fail_status = 401
+    forwarded.behaviour.fail_body = b'{"error": {"message": "invalid API key", "code": "invalid_api_key"}}'
+    with pytest.raises(openai.AuthenticationError) as refused:
+        await client.chat.completions.create(model="video/s1", messages=HI)
+    assert refused.value.status_code == 401
+    assert refused.value.message.endswith("invalid API key")
+
+
+def test_forwarding_the_clients_authorization_needs_an_openai_compatible_provider() -> None:
+    from gateway.config import ConfigError, parse_config
+    from gateway.deployments import build_deployments
+
+    entry = {"model_name": "c", "litellm_params": {"model": "anthropic/claude", "forward_client_authorization": True}}
+    with pytest.raises(ConfigError, match="forward_client_authorization needs an OpenAI-compatible provider"):
+        build_deployments(parse_config({"model_list": [entry]}, {}).config, {})

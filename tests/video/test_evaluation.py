@@ -110,4 +110,5 @@ async def test_eval_runs_the_generated_set_against_the_service(
     )
     _, err = await missing.communicate()
     assert missing.returncode == 2
-    assert err.decode().startswith("error: ") and "nope.jsonl: cannot be read" in err.decode()
+    assert err.decode().startswith("error: ")
+    assert "nope.jsonl: cannot be read" in err.decode()
