@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,33 +198,35 @@ def _near(start_s: float, end_s: float, pictures: Sequence[SampledFrame], margin
     return any(start_s - margin_s <= p.timestamp_s <= end_s + margin_s for p in pictures)
 
 
-async def answer(state: ServiceState, prepared: Prepared) -> dict[str, Any]:
-    """The whole answer and its fields (``POST /chat``'s response)."""
+@contextmanager
+def _chat_errors() -> Iterator[None]:
+    """The chat model's failures as the client sees them: a prompt that cannot fit is a 400, the
+    gateway or the model failing a 502; anything else is a bug, a 500 with its traceback logged."""
     try:
-        text, context = await state.chat.answer(
-            prepared.question, prepared.build, prepared.session.id, prepared.usage, prepared.ask.max_tokens
-        )
+        yield
     except ContextTooSmall as exc:
         raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
     except openai.APIError as exc:
-        # The gateway or the model failed; anything else is a bug, a 500 with its traceback logged.
         log.warning("chat failed: %s", type(exc).__name__)
         raise UpstreamFailed("the chat model could not answer; try again") from None
+
+
+async def answer(state: ServiceState, prepared: Prepared) -> dict[str, Any]:
+    """The whole answer and its fields (``POST /chat``'s response)."""
+    with _chat_errors():
+        text, context = await state.chat.answer(
+            prepared.question, prepared.build, prepared.session.id, prepared.usage, prepared.ask.max_tokens
+        )
     return await fields(state, prepared, text, context)
 
 
 async def answer_stream(state: ServiceState, prepared: Prepared) -> tuple[Context, AsyncIterator[str]]:
     """The context, and the answer's text as it is written; errors before the first piece raise
     as ``answer``'s do (the caller has not started its response yet)."""
-    try:
+    with _chat_errors():
         return await state.chat.answer_stream(
             prepared.question, prepared.build, prepared.session.id, prepared.usage, prepared.ask.max_tokens
         )
-    except ContextTooSmall as exc:
-        raise InvalidRequest(str(exc), param="question", code="context_length_exceeded") from None
-    except openai.APIError as exc:
-        log.warning("chat failed: %s", type(exc).__name__)
-        raise UpstreamFailed("the chat model could not answer; try again") from None
 
 
 def cited_times(text: str) -> list[float]:

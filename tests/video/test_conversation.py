@@ -214,3 +214,25 @@ async def test_video_models_through_the_gateway_belong_to_their_keys(
 
 
 _TOOL: Any = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+
+
+async def test_an_answer_cut_midway_ends_its_stream_with_an_error(
+    upstream: UpstreamFactory, video_service: ServiceFactory, videos: Videos
+) -> None:
+    gateway = await upstream("gateway", echo_prompt=True)
+    service = await video_service(gateway_url=gateway.url)
+    session_id = await _ready(service, videos.h264_mp4)
+    gateway.behaviour.drop_stream_after = 3
+    body = {"session_id": session_id, "question": "What is at 00:01?", "look": False, "stream": True}
+    events = _events((await service.http.post("/chat", json=body)).text)
+    assert [name for name, _ in events] == ["answer.delta"] * 3 + ["error"]
+    assert events[-1][1]["error"]["type"] == "upstream_error"
+
+    direct = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0)
+    stream = await direct.chat.completions.create(
+        model=f"video/{session_id}", messages=[{"role": "user", "content": "What is at 00:01?"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="stopped answering"):
+        async for _ in stream:
+            pass
+    await direct.close()
