@@ -146,7 +146,7 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
         request.state.accounting = accounting
         call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
         call.authorization = authorization
-        if state.router.engine_aware_groups and upload is None:
+        if upload is None and state.router.engine_aware_for(route.group):
             engine_aware = state.router.engine_aware
             header = engine_aware.args.session_header
             call.affinity = engine_aware.affinity(

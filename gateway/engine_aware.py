@@ -16,7 +16,8 @@ Every request is scored on each candidate deployment (lower is better)::
   over the candidates: every gateway replica picks the same pod, and a pod that goes away moves
   only its own sessions).
 - ``size``: how much a miss would cost, from 0 to 1 as the request grows to 8 KiB (about 2,000
-  tokens): a short prompt is cheap to prefill anywhere.
+  tokens): a short prompt is cheap to prefill anywhere. A request with a session key counts as
+  full size: its session's pod holds the conversation so far, however this request's body starts.
 - ``kv_pressure``: from 0 to 1 as the engine's KV cache fills past 90 % (it would preempt or evict).
 
 Costs multiply, so a pod holding a long prefix keeps it until it is about ``1 + prefix_weight``
@@ -156,7 +157,8 @@ class EngineAware:
     ) -> dict[str, float]:
         """Each candidate's cost for this request (lower is better)."""
         now = time.monotonic() if now is None else now
-        loads = self._loads(candidates, now)
+        current = {d.id for d in candidates if self._current(d, now)}
+        loads = self._loads(candidates, current)
         hits: dict[str, float] = {}
         if affinity is not None:
             if affinity.blocks:
@@ -173,7 +175,7 @@ class EngineAware:
         return {
             d.id: (loads[d.id] / d.weight + _LOAD_MARGIN)
             * (1.0 + miss * (1.0 - hits.get(d.id, 0.0)))
-            * (1.0 + self._kv_pressure(d, now))
+            * (1.0 + (self._kv_pressure(d) if d.id in current else 0.0))
             for d in candidates
         }
 
@@ -186,10 +188,10 @@ class EngineAware:
         stats = deployment.engine
         return stats is not None and self._max_age_s > 0 and stats.current(now, self._max_age_s)
 
-    def _loads(self, candidates: Sequence[Deployment], now: float) -> dict[str, float]:
+    def _loads(self, candidates: Sequence[Deployment], current: set[str]) -> dict[str, float]:
         known: dict[str, float] = {}
         for d in candidates:
-            if self._current(d, now):
+            if d.id in current:
                 assert d.engine is not None
                 # A queued request delays this one by its whole prefill, a running one by a decode step.
                 engine = (d.engine.waiting or 0.0) + _RUNNING_SHARE * (d.engine.running or 0.0)
@@ -201,9 +203,8 @@ class EngineAware:
         unknown = max(known.values()) + 1.0
         return {d.id: known.get(d.id, max(float(d.in_flight), unknown)) for d in candidates}
 
-    def _kv_pressure(self, deployment: Deployment, now: float) -> float:
-        if not self._current(deployment, now):
-            return 0.0
+    def _kv_pressure(self, deployment: Deployment) -> float:
+        """How far past 90 % the engine's KV cache is (its stats are current)."""
         assert deployment.engine is not None
         usage = deployment.engine.kv_cache_usage
         if usage is None or usage <= _KV_PRESSURE_FROM:

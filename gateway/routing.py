@@ -82,7 +82,6 @@ class Router:
         for name, deployments in build_deployments(config, env).items():
             strategy = self.settings.routing_strategy or default_strategy(deployments)
             self.groups[name] = ModelGroup(name, deployments, _wildcard_pattern(name), strategy)
-        self.engine_aware_groups = any(g.strategy == "engine-aware" for g in self.groups.values())
         self._wildcards = sorted(
             (g for g in self.groups.values() if g.pattern is not None),
             key=lambda g: (g.name.count("*"), -len(g.name)),
@@ -91,6 +90,19 @@ class Router:
         for mapping in self.settings.fallbacks:
             for source, targets in mapping.items():
                 self._fallbacks.setdefault(source, []).extend(targets)
+        # The groups whose requests (or their fallbacks') are routed engine-aware: only theirs are hashed.
+        self._engine_aware_routes = {
+            name: any(
+                self.groups[n].strategy == "engine-aware"
+                for n in [name, *(self._fallbacks.get(name) or self.settings.default_fallbacks)]
+                if n in self.groups
+            )
+            for name in self.groups
+        }
+
+    def engine_aware_for(self, group: ModelGroup) -> bool:
+        """Whether a request for ``group`` may be routed engine-aware (by it or a fallback group)."""
+        return self._engine_aware_routes.get(group.name, False)
 
     def resolve(self, model: str) -> Route | None:
         """The exact group named ``model``, else the most specific matching wildcard group."""

@@ -196,6 +196,14 @@ def test_vllm_groups_default_to_engine_aware_and_others_keep_shuffle() -> None:
         parse_config({"model_list": entries, "router_settings": {"routing_strategy": "least-busy"}}, {}).config, {}
     )
     assert {g.strategy for g in chosen.groups.values()} == {"least-busy"}
+    # Only requests that may be routed engine-aware (by their group or a fallback) are hashed.
+    fallbacks = {"fallbacks": [{"cloud": ["local"]}]}
+    routed = Router(parse_config({"model_list": entries, "router_settings": fallbacks}, {}).config, {})
+    assert {n: routed.engine_aware_for(g) for n, g in routed.groups.items()} == {
+        "local": True,
+        "cloud": True,
+        "mixed": False,
+    }
 
 
 @pytest.mark.service
