@@ -290,6 +290,7 @@ class Turn:
 
 
 HISTORY_SHARE = 0.3  # of the budget, at most, for earlier turns
+OBSERVED_SHARE = 0.5  # of the budget, at most, for what looking again found
 
 
 def fit_history(history: Sequence[Turn], budget: int, tokens: TokenEstimate) -> list[Turn]:
@@ -462,7 +463,12 @@ class ChatModel:
 
         def build(budget: int | None) -> Messages:
             total = budget if budget is not None else 10**9
-            room = total - self.tokens.count(tail) - self.tokens.count(observed) - question.picture_tokens
+            room = total - self.tokens.count(tail) - question.picture_tokens
+            seen = observed
+            if seen and self.tokens.count(seen) > room * OBSERVED_SHARE:
+                # What looking again found shares the room with the descriptions, never crowds them out.
+                seen = seen[: self.tokens.chars_for(int(room * OBSERVED_SHARE) - 2)].rstrip() + "…\n\n"
+            room -= self.tokens.count(seen) if seen else 0
             if room <= 0:
                 window = self.context_tokens
                 raise ContextTooSmall(
@@ -476,7 +482,7 @@ class ChatModel:
             if not context.text:
                 raise ContextTooSmall("no description of the video fits beside the question; shorten it")
             used.append(replace(context, history_turns=len(turns)))
-            text = observed + context.text + tail
+            text = seen + context.text + tail
             content: str | list[dict[str, Any]] = (
                 [{"type": "text", "text": text}, *question.pictures] if question.pictures else text
             )

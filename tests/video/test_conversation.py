@@ -236,3 +236,23 @@ async def test_an_answer_cut_midway_ends_its_stream_with_an_error(
         async for _ in stream:
             pass
     await direct.close()
+
+
+@pytest.mark.unit
+def test_what_looking_again_found_never_crowds_out_the_descriptions() -> None:
+    from video.chat import ChatModel, Question, build_context
+    from video.store import FrameRecord
+
+    chat = ChatModel(client=Any, model="chat")  # type: ignore[arg-type]  # building messages sends nothing
+    frames = [FrameRecord(i, float(i), f"frame {i}: a red ball rolls", None) for i in range(6)]
+    observed = "Looked at again for this question, the frames at [00:01.0] show:\n" + "a long report " * 200
+    question = Question("What colour is the ball?", "The video lasts 00:06.0.", observed=observed)
+    used: list[Any] = []
+    build = chat._answer_messages(
+        question, lambda budget, tokens: build_context(frames, [], question.text, budget, 20, tokens), used
+    )
+    text = build(150)[-1]["content"]
+    assert text.startswith("Looked at again for this question, the frames at [00:01.0] show:")
+    assert "a red ball rolls" in text, "descriptions still fit beside the observation"
+    assert text.endswith("Question: What colour is the ball?")
+    assert chat.tokens.count(text) <= 150 + 4
