@@ -291,6 +291,7 @@ class Turn:
 
 HISTORY_SHARE = 0.3  # of the budget, at most, for earlier turns
 OBSERVED_SHARE = 0.5  # of the budget, at most, for what looking again found
+_MIN_OBSERVED_CHARS = 24  # less of what looking again saw than this says nothing: left out
 
 
 def fit_history(history: Sequence[Turn], budget: int, tokens: TokenEstimate) -> list[Turn]:
@@ -467,8 +468,9 @@ class ChatModel:
             seen = observed
             if seen and self.tokens.count(seen) > room * OBSERVED_SHARE:
                 # What looking again found shares the room with the descriptions, never crowds them out.
-                seen = seen[: self.tokens.chars_for(int(room * OBSERVED_SHARE) - 2)].rstrip() + "…\n\n"
-            room -= self.tokens.count(seen) if seen else 0
+                kept = seen[: self.tokens.chars_for(int(room * OBSERVED_SHARE) - 2)].rstrip()
+                said = kept.partition("\n")[2]  # what it saw, after the line naming the frames
+                seen = kept + "…\n\n" if len(said) >= _MIN_OBSERVED_CHARS else ""
             if room <= 0:
                 window = self.context_tokens
                 raise ContextTooSmall(
@@ -476,11 +478,13 @@ class ChatModel:
                     if window
                     else "the question is too long for the chat model's context; shorten it"
                 )
+            room -= self.tokens.count(seen) if seen else 0
             turns = fit_history(question.history, int(room * HISTORY_SHARE), self.tokens)
             room -= sum(self.tokens.count(t.content) + 4 for t in turns)
-            context = make_context(room, self.tokens)
-            if not context.text:
+            context = make_context(room, self.tokens) if room > 0 else Context("", 0, 0)
+            if not context.text and not seen:
                 raise ContextTooSmall("no description of the video fits beside the question; shorten it")
+            # With no room for a description, what looking again found (about this very question) answers.
             used.append(replace(context, history_turns=len(turns)))
             text = seen + context.text + tail
             content: str | list[dict[str, Any]] = (
