@@ -43,6 +43,7 @@ class Behaviour:
     content: str = "Hello from the fake"
     echo_prompt: bool = False  # answer with the text of the last user message (which names the frame)
     context_tokens: int | None = None  # refuse longer prompts as vLLM does (two characters a token)
+    image_tokens: int = 0  # with context_tokens: what a picture costs (a video item's frame: half)
     report_context: bool = False  # list max_model_len in /v1/models, as vLLM does
     unterminated_stream_bytes: int = 0  # stream this many bytes of one event that never ends
     embedding_dimensions: int | None = None  # pad each vector to this many numbers (4096: a large model's)
@@ -250,6 +251,9 @@ class FakeUpstream:
             content = message.get("content")
             parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
             chars += sum(len(part.get("text", "")) for part in parts if part.get("type") == "text")
+            pictures = sum(part.get("type") == "image_url" for part in parts)
+            frames = sum(part["video_url"]["url"].count(",") for part in parts if part.get("type") == "video_url")
+            chars += 2 * self.behaviour.image_tokens * pictures + self.behaviour.image_tokens * frames
         prompt_tokens = chars // 2 + 8
         if prompt_tokens <= window:
             return None

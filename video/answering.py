@@ -168,9 +168,12 @@ async def _look_again(
     ]
     notes += "".join(f"\n[{timestamp_label(s.start_s)}] (said) {s.text}" for s in said)
     try:
-        observation = await state.looker.look(
+        observation, pictures = await state.looker.look(
             ask.question, notes, pictures, as_video, prepared.usage, session=session_id
         )
+    except ContextTooSmall:
+        prepared.notes.append("look was ignored: not even one frame fits the vision model's context")
+        return
     except openai.APIError as exc:
         # The answer still comes, from the descriptions; the note says why it did not look.
         log.warning("looking again failed: %s", gateway_error(exc))

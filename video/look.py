@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
+from common.headers import SESSION_HEADER
 from video.chat import Usage
+from video.context_window import ContextTooSmall, overflow_of
 from video.fanout import timestamp_label
 from video.sampling import SampledFrame, SamplingOptions, encode
 from video.store import FrameRecord
 
+_LOOK_ATTEMPTS = 6  # 16 frames halve to 1 in five overflows, then the notes go
 FRAMES_PER_MOMENT = 4  # a moment is its best frame and its neighbours (or its clip's frames)
 PIXELS_PER_TOKEN = 28 * 28  # Qwen2.5-VL: one visual token per 28x28 pixels; a video shares one grid per two frames
 LOOK_PROMPT = (
@@ -171,21 +175,35 @@ class Looker:
         as_video: bool,
         usage: Usage | None = None,
         session: str | None = None,
-    ) -> str:
-        """What the vision model sees in ``pictures`` that bears on ``question``; raises openai errors."""
-        from common.headers import SESSION_HEADER
-
-        text = f"{LOOK_PROMPT}\n\nNotes:\n{notes}\n\nQuestion: {question}" if notes else f"{LOOK_PROMPT}\n\n{question}"
-        content = [{"type": "text", "text": text}, *picture_parts(pictures, as_video)]
-        response: ChatCompletion = await self.client.chat.completions.create(
-            model=self.model,
-            messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
-            max_tokens=self.max_tokens,
-            extra_headers={SESSION_HEADER: session} if session else None,
-        )
-        if usage is not None:
-            usage.add(response.usage)
-        return (response.choices[0].message.content or "").strip()
+    ) -> tuple[str, list[SampledFrame]]:
+        """What the vision model sees in ``pictures`` that bears on ``question``, and the pictures it
+        was shown: when the request overflows the model's context, every other picture is dropped
+        (then the notes) and it is sent again. Raises openai errors."""
+        shown = list(pictures)
+        for _ in range(_LOOK_ATTEMPTS):
+            text = (
+                f"{LOOK_PROMPT}\n\nNotes:\n{notes}\n\nQuestion: {question}" if notes else f"{LOOK_PROMPT}\n\n{question}"
+            )
+            content = [{"type": "text", "text": text}, *picture_parts(shown, as_video and len(shown) > 1)]
+            try:
+                response: ChatCompletion = await self.client.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
+                    max_tokens=self.max_tokens,
+                    extra_headers={SESSION_HEADER: session} if session else None,
+                )
+            except openai.APIStatusError as exc:
+                if overflow_of(exc) is None or (len(shown) == 1 and not notes):
+                    raise
+                if len(shown) > 1:
+                    shown = shown[::2]
+                else:
+                    notes = ""
+                continue
+            if usage is not None:
+                usage.add(response.usage)
+            return (response.choices[0].message.content or "").strip(), shown
+        raise ContextTooSmall("the frames do not fit the vision model's context")
 
 
 def observed_section(pictures: Sequence[SampledFrame], observation: str) -> str:

@@ -256,3 +256,20 @@ def test_what_looking_again_found_never_crowds_out_the_descriptions() -> None:
     assert "a red ball rolls" in text, "descriptions still fit beside the observation"
     assert text.endswith("Question: What colour is the ball?")
     assert chat.tokens.count(text) <= 150 + 4
+
+
+async def test_looking_again_shows_fewer_frames_when_they_overflow_the_vision_model(
+    upstream: UpstreamFactory, video_service: ServiceFactory, videos: Videos
+) -> None:
+    gateway = await upstream("gateway", echo_prompt=True, context_tokens=1000, image_tokens=150)
+    service = await video_service(gateway_url=gateway.url, look_frames=8, clip_mode="images")
+    session_id = await _ready(service, videos.h264_mp4)
+    calls = len(gateway.bodies)
+    answer = (await service.http.post("/chat", json={"session_id": session_id, "question": "What is at 00:02?"})).json()
+    looks = [b for b in gateway.bodies[calls:] if b["model"] == "vision"]
+    shown = [sum(p["type"] == "image_url" for p in b["messages"][0]["content"]) for b in looks]
+    assert shown[0] == 5, "every frame of the 5 s video, the first time"
+    assert shown == sorted(shown, reverse=True)
+    assert shown[-1] * 150 < 1000
+    assert answer["looked"] is True
+    assert len(answer["looked_at"]) == shown[-1], "the answer names the frames actually looked at"
