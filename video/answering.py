@@ -59,7 +59,6 @@ class Prepared:
     session: Session
     ask: Ask
     progress: dict[str, Any]
-    frames: list[FrameRecord]
     reached_s: float
     window: tuple[float, float] | None
     question: Question
@@ -109,9 +108,7 @@ async def prepare(state: ServiceState, ask: Ask, owner: str | None) -> Prepared:
             ranked_speech=ranked_speech,
         )
 
-    prepared = Prepared(
-        session, ask, progress, frames, reached, window, Question(ask.question, coverage, ask.history), build
-    )
+    prepared = Prepared(session, ask, progress, reached, window, Question(ask.question, coverage, ask.history), build)
     await _look_again(state, prepared, described, ranked, speech)
     return prepared
 
