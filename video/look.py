@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
@@ -120,19 +121,13 @@ def decode_pictures(
                 continue
             small = thumbnail(frame.index)
             if small:
-                decoded = cv2.imdecode(_buffer(small), cv2.IMREAD_COLOR)
+                decoded = cv2.imdecode(np.frombuffer(small, dtype=np.uint8), cv2.IMREAD_COLOR)
                 height, width = decoded.shape[:2] if decoded is not None else (0, 0)
                 pictures.append(SampledFrame(frame.index, frame.timestamp_s, small, width, height))
     finally:
         if capture is not None:
             capture.release()
     return pictures
-
-
-def _buffer(data: bytes) -> Any:
-    import numpy as np
-
-    return np.frombuffer(data, dtype=np.uint8)
 
 
 def picture_parts(pictures: Sequence[SampledFrame], as_video: bool) -> list[dict[str, Any]]:

@@ -273,3 +273,21 @@ async def test_looking_again_shows_fewer_frames_when_they_overflow_the_vision_mo
     assert shown[-1] * 150 < 1000
     assert answer["looked"] is True
     assert len(answer["looked_at"]) == shown[-1], "the answer names the frames actually looked at"
+
+
+@pytest.mark.unit
+def test_frames_looked_at_come_from_the_video_else_their_thumbnails(videos: Videos, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from video.look import decode_pictures
+    from video.sampling import SamplingOptions
+    from video.store import FrameRecord
+
+    frames = [FrameRecord(i, float(i), "d", None) for i in range(3)]
+    options = SamplingOptions(max_side=96)
+    decoded = decode_pictures(videos.h264_mp4, frames, options, lambda _: None)
+    assert [(p.index, p.width) for p in decoded] == [(0, 96), (1, 96), (2, 96)]
+    thumb = bytes(cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))[1].tobytes())
+    gone = decode_pictures(tmp_path / "deleted.mp4", frames, options, lambda i: thumb if i != 1 else None)
+    assert [(p.index, p.width, p.height, p.jpeg) for p in gone] == [(0, 40, 30, thumb), (2, 40, 30, thumb)]
