@@ -10,12 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from common.errors import InvalidRequest, UpstreamFailed
+from common.errors import ApiError, InvalidRequest
 from video import answering
 from video.answering import Ask
 from video.audio import audio_only, probe_audio
@@ -144,19 +143,14 @@ async def _chat_events(
     state: ServiceState, prepared: answering.Prepared, context: Context, pieces: AsyncIterator[str]
 ) -> AsyncIterator[bytes]:
     """``answer.delta`` events as the answer is written, then ``answer.done`` with the fields of the
-    JSON response; ``error`` (OpenAI's envelope) when the model fails midway."""
-    written: list[str] = []
-    try:
-        async for piece in pieces:
-            written.append(piece)
-            yield b"event: answer.delta\ndata: " + orjson.dumps({"text": piece}) + b"\n\n"
-    except openai.APIError as exc:
-        log.warning("chat stream failed: %s", type(exc).__name__)
-        error = UpstreamFailed("the chat model stopped answering; try again")
-        yield b"event: error\ndata: " + orjson.dumps(error.envelope()) + b"\n\n"
-        return
-    done = await answering.fields(state, prepared, "".join(written).strip(), context)
-    yield b"event: answer.done\ndata: " + orjson.dumps(done) + b"\n\n"
+    JSON response; ``error`` (OpenAI's envelope) when it fails midway."""
+    async for item in answering.written(state, prepared, context, pieces):
+        if isinstance(item, str):
+            yield b"event: answer.delta\ndata: " + orjson.dumps({"text": item}) + b"\n\n"
+        elif isinstance(item, ApiError):
+            yield b"event: error\ndata: " + orjson.dumps(item.envelope()) + b"\n\n"
+        else:
+            yield b"event: answer.done\ndata: " + orjson.dumps(item) + b"\n\n"
 
 
 async def image(request: Request, state: ServiceState) -> dict[str, Any]:

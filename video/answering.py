@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 
-from common.errors import InvalidRequest, UpstreamFailed
+from common.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamFailed
 from video.chat import Context, ContextTooSmall, Question, Turn, Usage, build_context
 from video.context_window import TokenEstimate
 from video.fanout import gateway_error, timestamp_label
@@ -33,7 +33,7 @@ from video.look import (
 )
 from video.sampling import SampledFrame, SamplingOptions
 from video.state import ServiceState, session_or_404
-from video.store import FrameRecord, Session, SpeechSegment
+from video.store import FrameRecord, Session, SpeechSegment, StoreUnavailable
 from video.time_ranges import time_range
 from video.transcription import joined
 
@@ -227,6 +227,26 @@ async def answer_stream(state: ServiceState, prepared: Prepared) -> tuple[Contex
         return await state.chat.answer_stream(
             prepared.question, prepared.build, prepared.session.id, prepared.usage, prepared.ask.max_tokens
         )
+
+
+async def written(
+    state: ServiceState, prepared: Prepared, context: Context, pieces: AsyncIterator[str]
+) -> AsyncIterator[str | dict[str, Any] | ApiError]:
+    """A streamed answer for a client: its pieces (``str``) as they are written, then its fields
+    (``POST /chat``'s response), or the error (OpenAI's envelope) that ended it midway."""
+    text: list[str] = []
+    try:
+        async for piece in pieces:
+            text.append(piece)
+            yield piece
+    except openai.APIError as exc:
+        log.warning("chat stream failed: %s", type(exc).__name__)
+        yield UpstreamFailed("the chat model stopped answering; try again")
+        return
+    try:
+        yield await fields(state, prepared, "".join(text).strip(), context)
+    except StoreUnavailable as exc:
+        yield ServiceUnavailable(f"{exc}; try again shortly", code="store_unavailable")
 
 
 def cited_times(text: str) -> list[float]:

@@ -17,12 +17,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import openai
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response, StreamingResponse
 
-from common.errors import InvalidRequest, NotFound, UpstreamFailed
+from common.errors import ApiError, InvalidRequest, NotFound
 from video import answering
 from video.answering import Ask, Prepared
 from video.chat import Context, Turn
@@ -165,23 +164,19 @@ async def _chunks(
         return b"data: " + orjson.dumps({**body, "choices": choices, **more}) + b"\n\n"
 
     yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    written: list[str] = []
-    try:
-        async for piece in pieces:
-            written.append(piece)
-            yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-    except openai.APIError as exc:
-        log.warning("video chat stream failed: %s", type(exc).__name__)
-        error = UpstreamFailed("the chat model stopped answering; try again")
-        yield b"data: " + orjson.dumps(error.envelope()) + b"\n\n"
-        return
-    video = await answering.fields(state, prepared, "".join(written).strip(), context)
-    tail = message_text(video)[len(video["answer"]) :]
-    if tail:
-        yield chunk([{"index": 0, "delta": {"content": tail}, "finish_reason": None}])
-    yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}], video=video)
-    if include_usage:
-        yield chunk([], usage=video["usage"])
+    async for item in answering.written(state, prepared, context, pieces):
+        if isinstance(item, str):
+            yield chunk([{"index": 0, "delta": {"content": item}, "finish_reason": None}])
+        elif isinstance(item, ApiError):
+            yield b"data: " + orjson.dumps(item.envelope()) + b"\n\n"
+            return
+        else:
+            tail = message_text(item)[len(item["answer"]) :]
+            if tail:
+                yield chunk([{"index": 0, "delta": {"content": tail}, "finish_reason": None}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}], video=item)
+            if include_usage:
+                yield chunk([], usage=item["usage"])
     yield b"data: [DONE]\n\n"
 
 

@@ -217,8 +217,10 @@ _TOOL: Any = {"type": "function", "function": {"name": "f", "parameters": {"type
 
 
 async def test_an_answer_cut_midway_ends_its_stream_with_an_error(
-    upstream: UpstreamFactory, video_service: ServiceFactory, videos: Videos
+    upstream: UpstreamFactory, video_service: ServiceFactory, videos: Videos, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from video.store import SQLiteStore, StoreUnavailable
+
     gateway = await upstream("gateway", echo_prompt=True)
     service = await video_service(gateway_url=gateway.url)
     session_id = await _ready(service, videos.h264_mp4)
@@ -236,6 +238,17 @@ async def test_an_answer_cut_midway_ends_its_stream_with_an_error(
         async for _ in stream:
             pass
     await direct.close()
+
+    # The store gone once the answer is written: the stream still ends with an error, not a cut.
+    gateway.behaviour.drop_stream_after = None
+
+    def unavailable(*_: Any) -> Any:
+        raise StoreUnavailable("the database cannot be reached")
+
+    monkeypatch.setattr(SQLiteStore, "frames_at", unavailable)
+    events = _events((await service.http.post("/chat", json=body)).text)
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["code"] == "store_unavailable"
 
 
 @pytest.mark.unit
