@@ -144,8 +144,18 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
             state.metrics, request_id, route.group.name, stream, access_log=state.access_log, endpoint=endpoint.name
         )
         request.state.accounting = accounting
-        call = Call(endpoint, raw, model, stream, has_images, request_id, accounting, caller, model_span=span)
-        call.authorization = authorization
+        call = Call(
+            endpoint,
+            raw,
+            model,
+            stream,
+            has_images,
+            request_id,
+            accounting,
+            caller,
+            model_span=span,
+            authorization=authorization,
+        )
         if upload is None and state.router.engine_aware_for(route.group):
             engine_aware = state.router.engine_aware
             header = engine_aware.args.session_header

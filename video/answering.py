@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,10 @@ async def _look_again(
     as_video = len(pictures) > 1 and await state.video_support.takes_video()
     if settings.vision_model == settings.chat_model:
         # One model sees and answers: the frames go with the answer's own request.
-        prepared.question = _with(
+        prepared.question = replace(
             prepared.question,
             pictures=tuple(picture_parts(pictures, as_video)),
-            cost=picture_tokens(pictures, as_video),
+            picture_tokens=picture_tokens(pictures, as_video),
         )
         prepared.looked_at = pictures
         return
@@ -158,11 +158,7 @@ async def _look_again(
     notes = "\n".join(
         f"[{timestamp_label(p.timestamp_s)}] {by_index[p.index].description}" for p in pictures if p.index in by_index
     )
-    said = [
-        s
-        for s in joined(await asyncio.to_thread(state.store.speech, session_id))
-        if _near(s.start_s, s.end_s, pictures)
-    ]
+    said = [s for s in speech if _near(s.start_s, s.end_s, pictures)]
     notes += "".join(f"\n[{timestamp_label(s.start_s)}] (said) {s.text}" for s in said)
     try:
         observation, pictures = await state.looker.look(
@@ -177,21 +173,8 @@ async def _look_again(
         prepared.notes.append(f"look was ignored: the vision group could not look again ({gateway_error(exc)})")
         return
     if observation:
-        prepared.question = _with(prepared.question, observed=observed_section(pictures, observation))
+        prepared.question = replace(prepared.question, observed=observed_section(pictures, observation))
         prepared.looked_at = pictures
-
-
-def _with(
-    question: Question, *, observed: str = "", pictures: tuple[dict[str, Any], ...] = (), cost: int = 0
-) -> Question:
-    return Question(
-        question.text,
-        question.coverage,
-        question.history,
-        observed or question.observed,
-        pictures or question.pictures,
-        cost or question.picture_tokens,
-    )
 
 
 def _near(start_s: float, end_s: float, pictures: Sequence[SampledFrame], margin_s: float = 3.0) -> bool:

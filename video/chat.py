@@ -148,14 +148,16 @@ def spread(items: list[T], fits: Callable[[list[T]], bool]) -> list[T]:
     low, high = 0, len(items)
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(_evenly(items, middle)):
+        if fits(evenly(items, middle)):
             low = middle
         else:
             high = middle - 1
-    return _evenly(items, low)
+    return evenly(items, low)
 
 
-def _evenly(items: list[T], count: int) -> list[T]:
+def evenly(items: list[T], count: int) -> list[T]:
+    """``count`` of ``items`` (all of them at most), spread evenly, the first and last included."""
+    count = min(count, len(items))
     if count <= 0:
         return []
     if count == 1:
@@ -427,9 +429,15 @@ class ChatModel:
         raise ContextTooSmall(f"the prompt still overflows the chat model's context after {_ATTEMPTS} tries")
 
     async def _complete(
-        self, system: str, build: Callable[[int | None], str], session: str | None = None, usage: Usage | None = None
+        self,
+        system: str,
+        build: Callable[[int | None], Messages],
+        session: str | None = None,
+        usage: Usage | None = None,
+        max_tokens: int | None = None,
     ) -> str:
-        response = await self._open(system, lambda budget: [{"role": "user", "content": build(budget)}], session)
+        """The model's whole answer to ``build(budget)`` (see ``_open``), its tokens added to ``usage``."""
+        response = await self._open(system, build, session, max_tokens=max_tokens)
         assert isinstance(response, ChatCompletion)
         if usage is not None:
             usage.add(response.usage)
@@ -454,7 +462,7 @@ class ChatModel:
                 raise ContextTooSmall("not even one frame description fits the chat model's context")
             return "\n".join(kept)
 
-        return await self._complete(prompt, build)
+        return await self._complete(prompt, _as_user(build))
 
     def _answer_messages(
         self, question: Question, make_context: Callable[[int, TokenEstimate], Context], used: list[Context]
@@ -465,12 +473,6 @@ class ChatModel:
         def build(budget: int | None) -> Messages:
             total = budget if budget is not None else 10**9
             room = total - self.tokens.count(tail) - question.picture_tokens
-            seen = observed
-            if seen and self.tokens.count(seen) > room * OBSERVED_SHARE:
-                # What looking again found shares the room with the descriptions, never crowds them out.
-                kept = seen[: self.tokens.chars_for(int(room * OBSERVED_SHARE) - 2)].rstrip()
-                said = kept.partition("\n")[2]  # what it saw, after the line naming the frames
-                seen = kept + "…\n\n" if len(said) >= _MIN_OBSERVED_CHARS else ""
             if room <= 0:
                 window = self.context_tokens
                 raise ContextTooSmall(
@@ -478,6 +480,12 @@ class ChatModel:
                     if window
                     else "the question is too long for the chat model's context; shorten it"
                 )
+            seen = observed
+            if seen and self.tokens.count(seen) > room * OBSERVED_SHARE:
+                # What looking again found shares the room with the descriptions, never crowds them out.
+                kept = seen[: self.tokens.chars_for(int(room * OBSERVED_SHARE) - 2)].rstrip()
+                said = kept.partition("\n")[2]  # what it saw, after the line naming the frames
+                seen = kept + "…\n\n" if len(said) >= _MIN_OBSERVED_CHARS else ""
             room -= self.tokens.count(seen) if seen else 0
             turns = fit_history(question.history, int(room * HISTORY_SHARE), self.tokens)
             room -= sum(self.tokens.count(t.content) + 4 for t in turns)
@@ -506,11 +514,7 @@ class ChatModel:
         ``session`` names the video's session to the gateway (see ``_open``)."""
         used: list[Context] = []
         build = self._answer_messages(question, make_context, used)
-        response = await self._open(ANSWER_PROMPT, build, session, max_tokens=max_tokens)
-        assert isinstance(response, ChatCompletion)
-        if usage is not None:
-            usage.add(response.usage)
-        return (response.choices[0].message.content or "").strip(), used[-1]
+        return await self._complete(ANSWER_PROMPT, build, session, usage, max_tokens), used[-1]
 
     async def answer_stream(
         self,
@@ -538,7 +542,12 @@ class ChatModel:
         return used[-1], pieces()
 
     async def insights(self, description: str) -> str:
-        return await self._complete(INSIGHTS_PROMPT, lambda budget: description)
+        return await self._complete(INSIGHTS_PROMPT, _as_user(lambda budget: description))
+
+
+def _as_user(build: Callable[[int | None], str]) -> Callable[[int | None], Messages]:
+    """A builder of one user message from a builder of its text."""
+    return lambda budget: [{"role": "user", "content": build(budget)}]
 
 
 def _text_of(message: dict[str, Any]) -> str:

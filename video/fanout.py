@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
@@ -39,6 +40,21 @@ def timestamp_label(seconds: float) -> str:
     return f"{int(minutes):02d}:{rest:04.1f}"
 
 
+def image_part(frame: SampledFrame) -> dict[str, Any]:
+    """A message part showing ``frame`` as a picture (an inline JPEG)."""
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:image/jpeg;base64,{base64.b64encode(frame.jpeg).decode()}"},
+    }
+
+
+def video_part(frames: Sequence[SampledFrame]) -> dict[str, Any]:
+    """A message part showing ``frames`` as one video item: vLLM's frame list
+    (``data:video/jpeg;base64,<frame>,<frame>,...``), in order."""
+    data = ",".join(base64.b64encode(f.jpeg).decode() for f in frames)
+    return {"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{data}"}}
+
+
 @dataclass
 class Describer:
     """Asks the vision model for a description of one frame or a short clip."""
@@ -62,11 +78,7 @@ class Describer:
         else:
             stamps = ", ".join(timestamp_label(f.timestamp_s) for f in frames)
             text = f"{CLIP_PROMPT if self.prompt == DEFAULT_PROMPT else self.prompt}\nTimestamps: {stamps}."
-        content: list[dict[str, object]] = [{"type": "text", "text": text}]
-        for frame in frames:
-            data = base64.b64encode(frame.jpeg).decode()
-            content.append({"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}})
-        return content
+        return [{"type": "text", "text": text}, *(image_part(frame) for frame in frames)]
 
     def _clip_content(self, frames: list[SampledFrame], clip: tuple[float, float]) -> list[dict[str, object]]:
         """The clip as vLLM's frame-list video item (``data:video/jpeg;base64,<frame>,<frame>,...``),
@@ -77,11 +89,7 @@ class Describer:
         else:
             text = f"{self.prompt}\nThis clip runs from {start} to {end}."
         stamps = ", ".join(timestamp_label(f.timestamp_s) for f in frames)
-        data = ",".join(base64.b64encode(f.jpeg).decode() for f in frames)
-        return [
-            {"type": "text", "text": f"{text}\nFrame times: {stamps}."},
-            {"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{data}"}},
-        ]
+        return [{"type": "text", "text": f"{text}\nFrame times: {stamps}."}, video_part(frames)]
 
     async def _ask(self, content: list[dict[str, object]]) -> str:
         response = await self.client.chat.completions.create(

@@ -9,7 +9,6 @@ and sent as one video item when the vision group takes video, else as pictures.
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -24,15 +23,15 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from common.headers import SESSION_HEADER
-from video.chat import Usage
+from video.chat import Usage, evenly
 from video.context_window import ContextTooSmall, overflow_of
-from video.fanout import timestamp_label
+from video.fanout import image_part, timestamp_label, video_part
 from video.sampling import SampledFrame, SamplingOptions, encode
 from video.store import FrameRecord
 
 _LOOK_ATTEMPTS = 6  # 16 frames halve to 1 in five overflows, then the notes go
 FRAMES_PER_MOMENT = 4  # a moment is its best frame and its neighbours (or its clip's frames)
-PIXELS_PER_TOKEN = 28 * 28  # Qwen2.5-VL: one visual token per 28x28 pixels; a video shares one grid per two frames
+PATCH_PX = 28  # Qwen2.5-VL: one visual token per 28x28 pixels; a video shares one grid per two frames
 LOOK_PROMPT = (
     "You are shown frames of a video at the times listed, with notes on what was seen and said around them. "
     "Look closely at the frames and report what they show that bears on the question: objects, colours, counts, "
@@ -65,10 +64,10 @@ def choose_frames(
     seeds: list[int] = []
     if window is not None:
         inside = [n for n, f in enumerate(frames) if window[0] <= f.timestamp_s <= window[1]]
-        seeds += _spread(inside, max(1, math.ceil(limit / FRAMES_PER_MOMENT)))
+        seeds += evenly(inside, max(1, math.ceil(limit / FRAMES_PER_MOMENT)))
     seeds += [position[i] for i in ranked if i in position]
     if not seeds:
-        seeds = _spread(list(range(len(frames))), limit)
+        seeds = evenly(list(range(len(frames))), limit)
     chosen: dict[int, FrameRecord] = {}
     for seed in seeds:
         for n in _moment(frames, seed):
@@ -89,16 +88,6 @@ def _moment(frames: Sequence[FrameRecord], seed: int) -> list[int]:
     else:
         around = sorted(range(max(0, seed - 2), min(len(frames), seed + 3)), key=lambda n: (abs(n - seed), -n))
     return around[:FRAMES_PER_MOMENT]
-
-
-def _spread(items: list[int], count: int) -> list[int]:
-    if count <= 0 or not items:
-        return []
-    if count >= len(items):
-        return items
-    if count == 1:
-        return [items[len(items) // 2]]
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
 def decode_pictures(
@@ -134,23 +123,21 @@ def picture_parts(pictures: Sequence[SampledFrame], as_video: bool) -> list[dict
     """Message parts showing the pictures: one frame-list video item (vLLM's
     ``data:video/jpeg;base64,<frame>,...``) or one labelled picture each."""
     if as_video:
-        data = ",".join(base64.b64encode(p.jpeg).decode() for p in pictures)
         stamps = ", ".join(timestamp_label(p.timestamp_s) for p in pictures)
         return [
             {"type": "text", "text": f"The video item holds the frames at {stamps}, in that order."},
-            {"type": "video_url", "video_url": {"url": f"data:video/jpeg;base64,{data}"}},
+            video_part(pictures),
         ]
     parts: list[dict[str, Any]] = []
     for picture in pictures:
         parts.append({"type": "text", "text": f"Frame at [{timestamp_label(picture.timestamp_s)}]:"})
-        url = f"data:image/jpeg;base64,{base64.b64encode(picture.jpeg).decode()}"
-        parts.append({"type": "image_url", "image_url": {"url": url}})
+        parts.append(image_part(picture))
     return parts
 
 
 def picture_tokens(pictures: Sequence[SampledFrame], as_video: bool) -> int:
     """About how many tokens the pictures cost a Qwen2.5-VL-like model (a video item half as many)."""
-    each = [math.ceil(p.width / 28) * math.ceil(p.height / 28) + 8 for p in pictures]
+    each = [math.ceil(p.width / PATCH_PX) * math.ceil(p.height / PATCH_PX) + 8 for p in pictures]
     return sum(each) // 2 + 16 if as_video else sum(each) + 8 * len(pictures)
 
 

@@ -26,11 +26,11 @@ from video import answering
 from video.answering import Ask, Prepared
 from video.chat import Context, Turn
 from video.fanout import timestamp_label
+from video.protocol import MAX_QUESTION_CHARS, MAX_TURN_CHARS
 from video.state import ServiceState
 
 log = logging.getLogger("video.openai")
 MODEL_PREFIX = "video/"
-MAX_MESSAGE_CHARS = 20_000  # as /chat's history turns
 _UNSUPPORTED = ("tools", "functions", "tool_choice", "response_format", "audio", "modalities", "prediction")
 
 
@@ -50,8 +50,8 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> ChatMessage:
-        if len(self.text()) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"a message may hold at most {MAX_MESSAGE_CHARS} characters")
+        if len(self.text()) > MAX_TURN_CHARS:
+            raise ValueError(f"a message may hold at most {MAX_TURN_CHARS} characters")
         return self
 
 
@@ -79,8 +79,8 @@ class CompletionRequest(BaseModel):
     def _ends_with_a_question(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages[-1].role != "user" or not messages[-1].text().strip():
             raise ValueError("the last message must be the user's question")
-        if len(messages[-1].text()) > 4000:
-            raise ValueError("the question is longer than 4000 characters")
+        if len(messages[-1].text()) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
         return messages
 
 

@@ -6,19 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_QUESTION_CHARS = 4000
+MAX_TURN_CHARS = 20_000  # an earlier turn of a conversation (POST /chat's history, OpenAI messages)
+
 
 class HistoryTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=20_000)
+    content: str = Field(max_length=MAX_TURN_CHARS)
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     history: list[HistoryTurn] = Field(
         default_factory=list, max_length=200, description="earlier turns, oldest first; the latest that fit are sent"
     )
