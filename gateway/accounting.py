@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.access_log import AccessLog
 from gateway.metrics import NO_DEPLOYMENT, Metrics
+from gateway.prices import Price
 
 
 class Accounting:
@@ -35,6 +36,11 @@ class Accounting:
         self._clock = clock
         self.started = clock()
         self._finished = False
+        self.price: Price | None = None  # the answering deployment's, once one is chosen
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
+        self.on_finish: Callable[[Accounting, int], None] | None = None  # spend, a managed key's slot
         self._series.in_flight.inc()
 
     def now(self) -> float:
@@ -54,8 +60,16 @@ class Accounting:
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
         if isinstance(prompt, int) and prompt > 0:
             self._series.prompt_tokens.inc(prompt)
+            self.prompt_tokens = prompt
         if isinstance(completion, int) and completion > 0:
             self._series.completion_tokens.inc(completion)
+            self.completion_tokens = completion
+        if self.price is not None:
+            self.cost = self.price.cost(self.prompt_tokens, self.completion_tokens)
+
+    def cost_header(self) -> tuple[bytes, bytes]:
+        """LiteLLM's ``x-litellm-response-cost`` header: this answer's cost in USD."""
+        return b"x-litellm-response-cost", repr(self.cost).encode()
 
     def add_wait(self, seconds: float) -> None:
         """Time spent waiting for others (a free slot, a deployment, backoff): not overhead."""
@@ -66,6 +80,8 @@ class Accounting:
         if self._finished:
             return
         self._finished = True
+        if self.on_finish is not None:
+            self.on_finish(self, status_code)
         total = self._clock() - self.started
         series = self._series
         series.in_flight.dec()

@@ -30,9 +30,12 @@ from gateway.engine_stats import EngineScraper, scraped
 from gateway.errors import GatewayError, ModelNotFound, anthropic_error_response, error_response, install_error_handlers
 from gateway.forwarding import Forwarder
 from gateway.health import Readiness
+from gateway.keys.admin import add_admin_routes
+from gateway.keys.managed import ManagedKeys
 from gateway.limits.host import HostSlots
 from gateway.limits.shared import SharedLimits
 from gateway.metrics import NO_DEPLOYMENT, UNKNOWN_GROUP, Metrics, status_class
+from gateway.prices import PriceBook
 from gateway.protocol import (
     AnthropicCountTokensRequest,
     AnthropicMessagesRequest,
@@ -55,7 +58,7 @@ from gateway.responses_api import ResponsesState
 from gateway.responses_routes import add_responses_routes
 from gateway.routing import Router
 from gateway.sdk import SdkClient
-from gateway.settings import Settings
+from gateway.settings import Settings, keys_database_url
 from gateway.state import GatewayState, StateDep
 from gateway.upstream import UpstreamClient
 
@@ -83,7 +86,13 @@ def app_from_environment() -> FastAPI:
     env = read_env(settings.env_file)
     loaded = load_config(settings.config, env)
     slots = os.environ.get("GATEWAY_SLOTS_DIR")
-    return create_app(per_worker(loaded.config, settings.workers), env, host_slots=Path(slots) if slots else None)
+    return create_app(
+        per_worker(loaded.config, settings.workers),
+        env,
+        host_slots=Path(slots) if slots else None,
+        keys_database=keys_database_url(settings, env, loaded.config.general_settings.database_url),
+        workers=settings.workers,
+    )
 
 
 def create_app(
@@ -91,16 +100,21 @@ def create_app(
     env: Mapping[str, str] | None = None,
     resolver: Resolver | None = None,
     host_slots: Path | None = None,
+    keys_database: str | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """Build the gateway for ``config``; provider keys missing from it are read from ``env``;
     per-pod deployment names are looked up with ``resolver`` (DNS by default); ``host_slots``
-    names the folder where the workers of one host hold ``max_parallel_requests`` together."""
+    names the folder where the workers of one host hold ``max_parallel_requests`` together;
+    ``keys_database`` (a URL) holds managed keys, which need a master key (off without either);
+    ``workers`` on this host share a managed key's local limits."""
     router = Router(config, os.environ if env is None else env)
     if host_slots is not None:
         router.host_slots = HostSlots(host_slots)
     keys = KeyStore(config)
     discovery = EndpointDiscovery(router, resolver, config.gateway_settings.dns_refresh_seconds)
     metrics = Metrics(lambda: (d for g in router.groups.values() for d in g.deployments), time.monotonic)
+    prices = PriceBook()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -110,6 +124,8 @@ def create_app(
             sdk_client = SdkClient(bool(config.litellm_settings.get("drop_params", False)))
             await sdk_client.start()
         settings = config.gateway_settings
+        if any(d.price is None for g in router.groups.values() for d in g.deployments):
+            await asyncio.to_thread(prices.load)
         redis_url = config.router_settings.redis_address()
         store: ResponseStore = (
             RedisResponseStore(redis_url, settings.responses_ttl_seconds)
@@ -121,7 +137,7 @@ def create_app(
             router=router,
             keys=keys,
             metrics=metrics,
-            forwarder=Forwarder(router, client, metrics, settings, sdk_client=sdk_client),
+            forwarder=Forwarder(router, client, metrics, settings, sdk_client=sdk_client, prices=prices),
             readiness=Readiness(
                 router, client, settings.ready_probe_timeout, settings.ready_cache_seconds, settings.ready_requires
             ),
@@ -132,6 +148,10 @@ def create_app(
         )
         if keys.is_open:
             log.warning("no master_key or api_keys configured: every caller is let in")
+        if keys_database and config.general_settings.master_key:
+            state.managed = ManagedKeys(keys_database, settings, metrics, redis_url, share=1 if redis_url else workers)
+            await state.managed.start()
+            keys.managed = state.managed
         router.shared = SharedLimits.from_url(redis_url, metrics) if redis_url else None
         if router.shared is not None:
             await router.shared.start()
@@ -158,6 +178,8 @@ def create_app(
                 task.cancel()
             if router.shared is not None:
                 await router.shared.close()
+            if state.managed is not None:
+                await state.managed.close()
             await state.responses.close()
             if sdk_client is not None:
                 await sdk_client.close()
@@ -181,6 +203,7 @@ def create_app(
             app.router.routes.append(Route(path, handler, methods=["POST"], name=f"{endpoint.name}:{path}"))
     _document_proxy_endpoints(app)
     add_responses_routes(app)
+    add_admin_routes(app)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, tags=["openai"])
     async def list_models(request: Request, state: StateDep) -> ModelList:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.auth import bearer_token, digest, find_key
 from gateway.config import ProxyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from gateway.limits.shared import KeyLimits
 from gateway.ratelimit import TokenBucket
+
+
+class Guard(Protocol):
+    """What a managed key adds to a caller's checks (gateway.keys.managed)."""
+
+    def check_access(self) -> None:
+        """401 once the key (or its team) is blocked or expired."""
+
+    def admit(self) -> Callable[[], None]:
+        """400 past its budget, 429 past its parallel requests; else what ends the request."""
 
 
 @dataclass(eq=False)
@@ -19,6 +31,14 @@ class Principal:
     models: frozenset[str] | None
     bucket: TokenBucket | None
     limits: KeyLimits | None = None  # its rpm/tpm as shared limits (Redis), when it has any
+    spend_id: str | None = None  # its key's digest (hex): who spend is counted against
+    team_id: str | None = None
+    admin: bool = False  # may call the admin API (/key/*, /team/*, /spend/*)
+    guard: Guard | None = None  # a managed key's budget, expiry and parallel requests
+
+    def admit(self) -> Callable[[], None] | None:
+        """Check what a request costs this key before it goes out; what to call once it ended."""
+        return self.guard.admit() if self.guard is not None else None
 
     def may_use(self, group: str, requested: str | None = None) -> bool:
         """Whether this key may use ``group``: listed by its name, or (under a wildcard group) by the
@@ -41,20 +61,32 @@ class Principal:
 OPEN_ACCESS = Principal("anonymous", None, None)
 
 
+class ManagedLookup(Protocol):
+    """Keys managed at run time, cached in this process (gateway.keys.managed)."""
+
+    def find(self, key_digest: bytes) -> Principal | None:
+        """The caller behind a key's digest, without waiting on anything (503 until keys are loaded)."""
+
+
 class KeyStore:
-    """Checks Bearer tokens against the master key and the configured API keys."""
+    """Checks Bearer tokens against the master key, the configured API keys and managed keys."""
 
     def __init__(self, config: ProxyConfig) -> None:
         # Keyed by digest; a key configured twice keeps its first meaning (the master key first).
         self._principals: dict[bytes, Principal] = {}
+        self.managed: ManagedLookup | None = None
         master = config.general_settings.master_key
         if master:
-            self._principals[digest(master)] = Principal("master", None, None)
+            self._principals[digest(master)] = Principal(
+                "master", None, None, spend_id=digest(master).hex(), admin=True
+            )
         for index, api_key in enumerate(config.gateway_settings.api_keys):
             principal = Principal(
                 api_key.name or f"key-{index}",
                 frozenset(api_key.models) if api_key.models is not None else None,
                 TokenBucket(api_key.rpm) if api_key.rpm else None,
+                spend_id=digest(api_key.key).hex(),
+                admin=api_key.role == "admin",
             )
             if api_key.rpm or api_key.tpm:
                 key_id = digest(api_key.key).hex()[:32]
@@ -70,7 +102,21 @@ class KeyStore:
         """The caller behind an ``Authorization`` header, or 401."""
         if self.is_open:
             return OPEN_ACCESS
-        found = find_key(bearer_token(authorization), self._principals)
-        if found is None:
+        presented = bearer_token(authorization)
+        found = find_key(presented, self._principals)
+        if found is not None:
+            return self._principals[found]
+        # Managed keys are random 256-bit secrets: looked up by digest, as a hash table does.
+        managed = self.managed.find(digest(presented)) if self.managed is not None else None
+        if managed is None:
             raise AuthenticationFailed("invalid API key")
-        return self._principals[found]
+        if managed.guard is not None:
+            managed.guard.check_access()
+        return managed
+
+    def admin(self, authorization: str | None) -> Principal:
+        """The caller of an admin route: the master key or a key with the admin role, else 401/403."""
+        principal = self.authenticate(authorization)
+        if not principal.admin:
+            raise PermissionDenied("only the master key or an admin key may call this route", code="not_admin")
+        return principal

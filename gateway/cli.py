@@ -18,7 +18,7 @@ from gateway.deployments import build_deployments
 from gateway.endpoints import BY_NAME, ENDPOINTS
 from gateway.routing import default_strategy
 from gateway.sdk import check_providers
-from gateway.settings import Settings
+from gateway.settings import Settings, keys_database_url
 
 
 def endpoint_table(groups: Mapping[str, list[Deployment]]) -> list[str]:
@@ -166,7 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("gateway").warning("config: %s", warning)
     options: dict[str, Any] = {"host": settings.host, "port": settings.port, **uvicorn_options()}
     if settings.workers == 1:
-        uvicorn.run(create_app(loaded.config, env), **options)
+        database = keys_database_url(settings, env, loaded.config.general_settings.database_url)
+        uvicorn.run(create_app(loaded.config, env, keys_database=database), **options)
     else:
         # Each worker process builds its app from the same settings (passed through the environment)
         # and writes its metrics where every worker's scrape can sum them.

@@ -146,6 +146,7 @@ class RouterSettings(_Lenient):
 
 class GeneralSettings(_Lenient):
     master_key: str | None = None
+    database_url: str | None = None  # managed keys' database (DATABASE_URL wins); default: SQLite in the data dir
 
 
 class ApiKey(_Strict):
@@ -154,6 +155,7 @@ class ApiKey(_Strict):
     models: list[str] | None = None
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)  # tokens a minute, counted from usage; needs Redis
+    role: Literal["user", "admin"] = "user"  # admin: may call /key/*, /team/* and /spend/* as the master key does
 
 
 class GatewaySettings(_Strict):
@@ -172,6 +174,11 @@ class GatewaySettings(_Strict):
     # (in memory, or in Redis when router_settings.redis_* is set).
     responses_ttl_seconds: float = Field(default=3600.0, gt=0)
     responses_store_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # the in-memory store's cap
+    # Managed keys (gateway.keys): how stale a process's copy may get (changes reach every process
+    # within it, at once through Redis when configured), and how often spend is written.
+    key_cache_seconds: float = Field(default=5.0, gt=0)
+    spend_flush_seconds: float = Field(default=1.0, gt=0)
+    store_spend_logs: bool = False  # one row per request beside the daily totals
 
 
 class ProxyConfig(_Lenient):
@@ -183,6 +190,8 @@ class ProxyConfig(_Lenient):
     gateway_settings: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
+# Per-token prices, in model_info or litellm_params as LiteLLM's config has them (gateway.prices).
+PRICE_FIELDS = frozenset({"input_cost_per_token", "output_cost_per_token"})
 # LiteLLM keys that change behaviour in LiteLLM but not here; reported so nobody is surprised.
 _ACCEPTED_LITELLM_SETTINGS = {"num_retries", "request_timeout", "fallbacks", "default_fallbacks"}
 # litellm_settings keys that the litellm SDK path acts on.
@@ -339,7 +348,8 @@ def _collect_warnings(config: ProxyConfig) -> list[str]:
         if entry.litellm_params.model.partition("/")[0] not in PASSTHROUGH_PROVIDERS:
             continue  # the litellm SDK takes every litellm_params key of its providers
         for key in entry.litellm_params.model_extra or {}:
-            warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
+            if key not in PRICE_FIELDS:
+                warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")
         for key in ("tpm",):
             if getattr(entry.litellm_params, key) is not None:
                 warnings.append(f"model_list '{entry.model_name}' litellm_params.{key}: not used by this gateway")

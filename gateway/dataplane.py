@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import Accounting
 from gateway.audio import Upload, read_upload
+from gateway.auth import Principal
 from gateway.bodies import read_body
 from gateway.bridges.messages import MessagesBridge
 from gateway.deployment import Serving
@@ -144,6 +145,8 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
             state.metrics, request_id, route.group.name, stream, access_log=state.access_log, endpoint=endpoint.name
         )
         request.state.accounting = accounting
+        release = principal.admit()  # a managed key's budget and parallel requests
+        accounting.on_finish = _spend_counter(state, principal, release)
         call = Call(
             endpoint,
             raw,
@@ -182,6 +185,29 @@ async def proxy(request: Request, state: GatewayState, endpoint: Endpoint) -> Re
     finally:
         if upload is not None:
             await upload.close()
+
+
+def _spend_counter(
+    state: GatewayState, principal: Principal, release: Callable[[], None] | None = None
+) -> Callable[[Accounting, int], None]:
+    """What runs once a request ended: its cost counted (metrics, managed spend), its slot freed."""
+
+    def finished(accounting: Accounting, status: int) -> None:
+        if release is not None:
+            release()
+        if accounting.cost:
+            state.metrics.spent(accounting.model_group, principal.team_id, accounting.cost)
+        if state.managed is not None and (status < 400 or accounting.cost):
+            state.managed.record(
+                principal,
+                accounting.model_group,
+                accounting.cost,
+                accounting.prompt_tokens,
+                accounting.completion_tokens,
+                accounting.request_id,
+            )
+
+    return finished
 
 
 _PAIRS = (("text_1", "text_2"), ("data_1", "data_2"), ("queries", "documents"), ("queries", "items"))

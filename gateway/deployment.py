@@ -13,6 +13,7 @@ from gateway.sdk_fields import SDK_BASE_ENDPOINTS
 
 if TYPE_CHECKING:
     from gateway.engine_stats import EngineStats
+    from gateway.prices import Price
 
 _FAIL_WINDOW_S = 60.0
 # native: relayed to the deployment's own API; bridge: translated to chat completions and back;
@@ -49,6 +50,7 @@ class Deployment:
     native: frozenset[str] = BASE_FAMILIES  # endpoint families its own API serves (gateway.endpoints)
     path_prefix: str = ""  # between api_base and an endpoint's name ("v1/" for Anthropic's API)
     sdk_endpoints: frozenset[str] = SDK_BASE_ENDPOINTS  # what the litellm SDK serves for it (gateway.sdk_fields)
+    price: Price | None = None  # its per-token prices from the config (gateway.prices)
     in_flight: int = 0
     cooldown_until: float = 0.0
     latency_s: float | None = None

@@ -9,6 +9,7 @@ from gateway.config import ConfigError, ModelEntry, ProxyConfig, RouterSettings
 from gateway.deployment import Deployment
 from gateway.endpoints import BASE_FAMILIES
 from gateway.media import default_media_domains
+from gateway.prices import configured_price
 from gateway.providers import (
     NATIVE_SDK_PROVIDERS,
     PASSTHROUGH_PROVIDERS,
@@ -95,6 +96,7 @@ def build_deployment(entry: ModelEntry, index: int, env: Mapping[str, str], sett
         native=_native(native, sdk, entry.model_info.native_endpoints),
         path_prefix=path_prefix,
         sdk_endpoints=sdk_endpoints(provider_name) if sdk else frozenset(),
+        price=configured_price(entry.model_info.model_extra or {}, params.model_extra or {}),
     )
     if deployment.native:
         try:

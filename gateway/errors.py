@@ -2,6 +2,7 @@
 
 GatewayError (= common.errors.ApiError)
  ├── ... the shared errors (400, 401, 403, 404, 413, 429, 502, 503, 504)
+ ├── BudgetExceeded          400 budget_exceeded: a managed key or team past its max_budget
  ├── ModelNotFound           404 invalid_request_error / model_not_found
  ├── PermissionDenied        403 permission_error / model_not_allowed
  ├── UpstreamRejected        4xx passed on from a deployment, message kept, internals dropped
@@ -130,8 +131,17 @@ def rejected_from_upstream(status_code: int, body: bytes) -> UpstreamRejected:
     return UpstreamRejected(status_code, message, param=param, code=code)
 
 
+class BudgetExceeded(ApiError):
+    """A managed key or its team spent its ``max_budget`` within the budget window (LiteLLM's shape)."""
+
+    status_code = 400
+    error_type = "budget_exceeded"
+    code = "400"
+
+
 __all__ = [
     "AuthenticationFailed",
+    "BudgetExceeded",
     "ClientClosedRequest",
     "GatewayError",
     "InvalidRequest",

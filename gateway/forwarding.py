@@ -35,6 +35,7 @@ from gateway.http1 import Response as UpstreamResponse
 from gateway.limits.shared import RENEW_EVERY_S, KeyLimits
 from gateway.media import check_media, remote_media_hosts
 from gateway.metrics import Metrics
+from gateway.prices import PriceBook
 from gateway.replies import EVENT_STREAM, JSON, Reply, StreamReply
 from gateway.routing import Route, Router
 from gateway.streaming import EventRelay, EventTooLarge, model_replacements
@@ -155,8 +156,10 @@ class Forwarder:
         settings: GatewaySettings,
         rng: random.Random | None = None,
         sdk_client: sdk.SdkClient | None = None,
+        prices: PriceBook | None = None,
     ) -> None:
         self._sdk = sdk_client
+        self._prices = prices or PriceBook()
         self._router = router
         self._client = client
         self._metrics = metrics
@@ -275,6 +278,7 @@ class Forwarder:
             self._router.release(deployment, lease)
             raise
         upstream_model = deployment.model_for(route.wildcard_match)
+        call.accounting.price = self._prices.of(deployment, upstream_model)
         translation = call.translation if serving == "bridge" else None
         if deployment.sdk and serving != "native":
             return await self._attempt_sdk(call, deployment, lease, upstream_model, translation)
@@ -385,7 +389,9 @@ class Forwarder:
         elif translation is not None:
             raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' answered with an unexpected body"), True)
         call.accounting.finish(200)
-        return Reply(data, call.request_id)
+        reply = Reply(data, call.request_id)
+        reply.headers.append(call.accounting.cost_header())
+        return reply
 
     async def _relay(
         self,
@@ -534,7 +540,9 @@ class Forwarder:
                 self._count_tokens(call, data.get("usage"))
                 accounting.finish(200)
                 encoded = translation.answer(data) if translation is not None else orjson.dumps(data)
-                return Reply(encoded, call.request_id)
+                reply = Reply(encoded, call.request_id)
+                reply.headers.append(accounting.cost_header())
+                return reply
             first = await self._sdk.first(answer, deployment)
             if first is None:
                 raise AttemptFailed(UpstreamFailed(f"model '{deployment.group}' closed the stream without data"), True)

@@ -125,6 +125,9 @@ class GroupMetrics:
         return child
 
 
+MAX_TEAM_LABELS = 100
+
+
 class Metrics:
     """The gateway's metrics on a dedicated registry."""
 
@@ -206,6 +209,19 @@ class Metrics:
             ["model_group", "deployment"],
             registry=r,
         )
+        self.spend = Counter(
+            "gateway_spend",
+            "Cost of the requests answered (USD), from their usage and the models' prices",
+            ["model_group", "team"],
+            registry=r,
+        )
+        self.managed_keys = Gauge(
+            "gateway_managed_keys", "Managed keys cached by this process", registry=r, multiprocess_mode="livemax"
+        )
+        self.spend_flush_failures = Counter(
+            "gateway_spend_flush_failures", "Spend batches the keys database could not take (kept, retried)", registry=r
+        )
+        self._teams: set[str] = set()
         self._groups: dict[tuple[str, str], GroupMetrics] = {}
         ProcessCollector(registry=r)
         if not self.multiprocess_dir:
@@ -233,6 +249,16 @@ class Metrics:
         self._exposition = CollectorRegistry()
         MultiProcessCollector(self._exposition, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self._exposition)
+
+    def spent(self, model_group: str, team: str | None, cost: float) -> None:
+        """Count a request's cost; teams past the first ``MAX_TEAM_LABELS`` share the label ``other``."""
+        label = team or "none"
+        if label not in self._teams:
+            if len(self._teams) >= MAX_TEAM_LABELS:
+                label = "other"
+            else:
+                self._teams.add(label)
+        self.spend.labels(model_group, label).inc(cost)
 
     def group(self, name: str, endpoint: str = "chat/completions") -> GroupMetrics:
         """The series of model group ``name`` on ``endpoint`` (groups come from the config and

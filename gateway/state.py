@@ -13,6 +13,7 @@ from gateway.bodies import BodyInspector
 from gateway.config import ProxyConfig
 from gateway.forwarding import Forwarder
 from gateway.health import Readiness
+from gateway.keys.managed import ManagedKeys
 from gateway.metrics import Metrics
 from gateway.responses_api import ResponsesState
 from gateway.routing import Router
@@ -32,6 +33,7 @@ class GatewayState:
     started_at: int
     access_log: AccessLog
     responses: ResponsesState
+    managed: ManagedKeys | None = None  # keys managed at run time, when a database is configured
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -78,12 +78,15 @@ async def upstream() -> AsyncIterator[UpstreamFactory]:
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[GatewayFactory]:
-    """Start gateways from a config mapping: ``await gateway({"model_list": [...]})``."""
+    """Start gateways from a config mapping: ``await gateway({"model_list": [...]})``; managed keys
+    live in ``keys_database`` when it is given (a URL) and the config has a master key."""
     running: list[tuple[Served, RunningGateway]] = []
 
-    async def start(config: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+    async def start(
+        config: dict[str, Any], env: dict[str, str] | None = None, keys_database: str | None = None
+    ) -> RunningGateway:
         loaded = parse_config(config, env or {})
-        app = create_app(loaded.config, env or {})
+        app = create_app(loaded.config, env or {}, keys_database=keys_database)
         served = serve(app, **uvicorn_options())
         gw = RunningGateway(served.url, app, httpx.AsyncClient(base_url=served.url, timeout=30))
         running.append((served, gw))

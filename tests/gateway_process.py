@@ -20,12 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 class GatewayProcess:
     """One ``gateway serve`` process (with ``workers`` worker processes) and its URL."""
 
-    def __init__(self, directory: Path, config: dict[str, Any], workers: int = 1) -> None:
+    def __init__(
+        self, directory: Path, config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENVIRONMENT": "development", **(env or {})}
         command = [sys.executable, "-m", "gateway", "serve", "--config", "config.yaml", "--port", str(self.port)]
         command += ["--workers", str(workers)]
         self.log_path = directory / "gateway.log"  # stderr: the JSON log lines, access lines included
@@ -46,3 +48,8 @@ class GatewayProcess:
 
     def stop(self) -> None:
         stop_gracefully(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to write anything."""
+        self.process.kill()
+        self.process.wait()

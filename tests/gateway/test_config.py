@@ -47,14 +47,14 @@ def test_litellm_config_with_foreign_keys_loads_and_reports_them() -> None:
         "model_list": [_entry(tpm=1000, drop_params=True)],
         "litellm_settings": {"success_callback": ["langfuse"], "num_retries": 4},
         "router_settings": {"redis_host": "redis", "redis_db": 3},
-        "general_settings": {"database_url": "postgres://x"},
+        "general_settings": {"alerting": ["slack"]},
         "callbacks": ["x"],
     }
     loaded = parse_config(raw, {})
     assert loaded.config.router_settings.num_retries == 4
     assert sorted(loaded.warnings) == [
         "callbacks: not used by this gateway",
-        "general_settings.database_url: not used by this gateway",
+        "general_settings.alerting: not used by this gateway",
         "litellm_settings.success_callback: not used by this gateway",
         "model_list 'vision' litellm_params.drop_params: not used by this gateway",
         "model_list 'vision' litellm_params.tpm: not used by this gateway",
