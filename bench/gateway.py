@@ -6,7 +6,9 @@ Run: ``make bench`` or ``python -m bench.gateway [--duration 3] [--skip-litellm]
 The fake deployment parses every request body with FastAPI and pydantic as vLLM's server
 does (``--upstream raw`` for one that only reads it). nginx is Debian's ``nginx-light``
 (one worker, ``proxy_buffering off``, ``proxy_request_buffering off``, upstream keepalive);
-LiteLLM Proxy is installed on first use into ``.bench/litellm-venv``. Scenarios at concurrency 1
+LiteLLM Proxy is installed on first use into ``.bench/litellm-venv``. ``managed`` is a second
+gateway whose callers use 1,000 of 10,000 managed keys kept in a real PostgreSQL (``--skip-managed``
+leaves it out), with budgets checked and spend counted on every request. Scenarios at concurrency 1
 send to the targets in turn, request by request; those at 32 load one target at a time. The token
 stream scenario has the deployment stream 200 events a millisecond apart, as a model does.
 """
@@ -17,11 +19,13 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench import procstat
+from bench import managed_keys, postgres, procstat
 from bench.fake_upstream import TOKEN_EVENTS
 from bench.load import (
+    KEY,
     SCENARIOS,
     Result,
     Scenario,
@@ -46,6 +50,8 @@ async def run(args: argparse.Namespace) -> int:
     write_config(work / "litellm.yaml", upstream_port, ours=False)
     python = sys.executable
     targets: dict[str, tuple[str, int | None]] = {}
+    keys: dict[str, list[str]] = {}
+    database: str | None = None
     with (
         started(
             [
@@ -84,6 +90,23 @@ async def run(args: argparse.Namespace) -> int:
             targets["nginx"] = (f"http://127.0.0.1:{nginx_port}/v1/chat/completions", nginx.pid)
         elif not args.skip_nginx:
             print("nginx is not installed (apt-get install nginx-light): measured without it")
+        managed_ctx, server = None, None
+        if not args.skip_managed and postgres.server_binaries() is None:
+            print("PostgreSQL's server binaries are missing (make postgres): measured without managed keys")
+        elif not args.skip_managed:
+            server = postgres.new_server()
+            database = server.new_database()
+            keys["managed"] = managed_keys.seed(database)
+            managed_port = free_port()
+            command = [str(Path(python).parent / "gateway"), "serve", "--config", str(work / "ours.yaml")]
+            managed_ctx = started(
+                [*command, "--port", str(managed_port)],
+                {"GATEWAY_LOG_LEVEL": "info", "DATABASE_URL": database},
+                work / "managed.log",
+            )
+            managed = managed_ctx.__enter__()
+            await wait_until_up(f"http://127.0.0.1:{managed_port}/health", managed, 30)
+            targets["managed"] = (f"http://127.0.0.1:{managed_port}/v1/chat/completions", managed.pid)
         litellm_ctx = None
         if not args.skip_litellm:
             command, env = litellm_proxy(work / "litellm.yaml", litellm_port)
@@ -93,27 +116,48 @@ async def run(args: argparse.Namespace) -> int:
             targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm.pid)
         try:
             scenarios = [s for s in SCENARIOS if args.only in s.name]
-            results = await measure(targets, scenarios, args.duration)
+            before, began = managed_keys.transactions(database) if database else 0, time.monotonic()
+            results = await measure(targets, scenarios, args.duration, keys)
+            wall_s = time.monotonic() - began
+            queries = managed_keys.transactions(database) - before - 1 if database else None  # less our own read
             rss = {name: procstat.rss_bytes(pid) for name, (_, pid) in targets.items() if pid}
         finally:
             if litellm_ctx is not None:
                 litellm_ctx.__exit__(None, None, None)
+            if managed_ctx is not None:
+                managed_ctx.__exit__(None, None, None)
+            if server is not None:
+                server.stop()
             if nginx_ctx is not None:
                 nginx_ctx.__exit__(None, None, None)
     summary(results, scenarios, list(targets), rss)
-    return report(results, scenarios, rss["ours"])
+    checks = managed_report(results, scenarios, queries, wall_s) if queries is not None else []
+    return report(results, scenarios, rss["ours"], checks)
+
+
+# The managed-keys gateway runs the small-request scenarios (its cost is per request, not per byte).
+MANAGED_SCENARIOS = frozenset({"small plain c=1", "small plain c=32", "small stream c=32"})
 
 
 async def measure(
-    targets: dict[str, tuple[str, int | None]], scenarios: list[Scenario], duration: float
+    targets: dict[str, tuple[str, int | None]],
+    scenarios: list[Scenario],
+    duration: float,
+    keys: dict[str, list[str]] | None = None,
 ) -> dict[tuple[str, str], Result]:
     results: dict[tuple[str, str], Result] = {}
     print(f"{'scenario':<26}{'target':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}{'errors':>8}")
     for scenario in scenarios:
         payload = body(scenario)
-        together = await load_interleaved(targets, payload, duration) if scenario.concurrency == 1 else {}
-        for target, (url, pid) in targets.items():
-            result = together.get(target) or await load(url, payload, scenario, duration, pid)
+        here = {t: v for t, v in targets.items() if t != "managed" or scenario.name in MANAGED_SCENARIOS}
+        together = await load_interleaved(here, payload, duration, keys) if scenario.concurrency == 1 else {}
+        if scenario.concurrency > 1 and "managed" in here:
+            # Config and managed keys take turns in short slices: a slow moment costs both alike.
+            together = await alternate({t: here[t] for t in ("ours", "managed")}, payload, scenario, duration, keys)
+        for target, (url, pid) in here.items():
+            result = together.get(target) or await load(
+                url, payload, scenario, duration, pid, (keys or {}).get(target, (KEY,))
+            )
             results[(scenario.name, target)] = result
             print(
                 f"{scenario.name:<26}{target:<9}{result.rps:>9.0f}{fmt(result.percentile(0.5)):>9}"
@@ -121,6 +165,33 @@ async def measure(
                 flush=True,
             )
     return results
+
+
+async def alternate(
+    targets: dict[str, tuple[str, int | None]],
+    payload: bytes,
+    scenario: Scenario,
+    duration: float,
+    keys: dict[str, list[str]] | None,
+    slices: int = 6,
+) -> dict[str, Result]:
+    """``scenario`` against each target in turn, ``slices`` times for ``duration / slices`` each."""
+    parts: dict[str, list[Result]] = {name: [] for name in targets}
+    for _ in range(slices):
+        for name, (url, pid) in targets.items():
+            keys_here = (keys or {}).get(name, (KEY,))
+            parts[name].append(await load(url, payload, scenario, duration / slices, pid, keys_here))
+    merged = {}
+    for name, results in parts.items():
+        cpu = [r.cpu_s for r in results]
+        merged[name] = Result(
+            sum(r.requests for r in results),
+            sum(r.errors for r in results),
+            sum(r.elapsed for r in results),
+            [latency for r in results for latency in r.latencies],
+            None if None in cpu else sum(c for c in cpu if c is not None),
+        )
+    return merged
 
 
 def summary(
@@ -175,7 +246,50 @@ def summary(
         print(f"ours / nginx added p50 for a 1 MiB image at c=1: {ours_added / nginx_added:.1f}x (target <= 3x)")
 
 
-def report(results: dict[tuple[str, str], Result], scenarios: list[Scenario], rss: int) -> int:
+def managed_report(
+    results: dict[tuple[str, str], Result], scenarios: list[Scenario], queries: int, wall_s: float
+) -> list[tuple[str, bool]]:
+    """Managed keys against config keys, measured in the same run; the database's transactions."""
+    checks: list[tuple[str, bool]] = []
+    names = {s.name for s in scenarios} & MANAGED_SCENARIOS
+    print("\n| scenario | config keys req/s | managed keys req/s | managed / config | p50 config ms | p50 managed ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in sorted(names):
+        ours, managed = results[(name, "ours")], results[(name, "managed")]
+        ratio = managed.rps / ours.rps
+        print(
+            f"| {name} | {ours.rps:.0f} | {managed.rps:.0f} | {ratio:.2f}x | {ours.percentile(0.5):.2f} "
+            f"| {managed.percentile(0.5):.2f} |"
+        )
+        if name.endswith("c=32"):
+            checks.append((f"{name}: managed/config keys throughput {ratio:.2f}x >= 0.9x", ratio >= 0.9))
+        else:
+            added = managed.percentile(0.5) - ours.percentile(0.5)
+            checks.append((f"{name}: managed keys add {added:+.2f} ms p50 (within 0.3 ms)", added <= 0.3))
+    served = sum(results[(n, "managed")].requests for n in names)
+    # In the background: a spend flush (one transaction) every second and a cache poll every 5 s.
+    background = wall_s * (1 / 1.0 + 1 / 5.0)
+    print(
+        f"\nmanaged keys: {managed_keys.MANAGED_KEYS} in PostgreSQL, {managed_keys.USED_KEYS} used in turn; "
+        f"{served} requests; {queries} database transactions in the {wall_s:.0f} s run "
+        f"(background flushes and polls: about {background:.0f})"
+    )
+    checks.append(
+        (
+            f"no database query on the request path: {queries} transactions for {served} requests "
+            f"<= {background:.0f} background + 5",
+            queries <= background + 5,
+        )
+    )
+    return checks
+
+
+def report(
+    results: dict[tuple[str, str], Result],
+    scenarios: list[Scenario],
+    rss: int,
+    extra: list[tuple[str, bool]] | None = None,
+) -> int:
     def p50(scenario: str, target: str) -> float:
         return results[(scenario, target)].percentile(0.5)
 
@@ -210,7 +324,7 @@ def report(results: dict[tuple[str, str], Result], scenarios: list[Scenario], rs
             )
         )
     checks.append((f"gateway RSS after run {rss / 2**20:.0f} MiB < 150 MiB", rss < 150 * 2**20))
-    return verdict(checks)
+    return verdict(checks + (extra or []))
 
 
 def main() -> None:
@@ -219,6 +333,7 @@ def main() -> None:
     parser.add_argument("--skip-litellm", action="store_true", help="compare with direct calls only")
     parser.add_argument("--only", default="", help="run only scenarios whose name contains this text")
     parser.add_argument("--skip-nginx", action="store_true", help="leave nginx out")
+    parser.add_argument("--skip-managed", action="store_true", help="leave the managed-keys gateway out")
     parser.add_argument(
         "--upstream", choices=["vllm", "raw"], default="vllm", help="a fake that parses bodies as vLLM does, or not"
     )

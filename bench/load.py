@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -101,8 +103,12 @@ async def wait_until_up(url: str, process: subprocess.Popen[bytes], deadline_s: 
     raise RuntimeError(f"{url} did not come up in {deadline_s}s")
 
 
-async def load(url: str, payload: bytes, scenario: Scenario, duration: float, pid: int | None) -> Result:
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+async def load(
+    url: str, payload: bytes, scenario: Scenario, duration: float, pid: int | None, keys: Sequence[str] = (KEY,)
+) -> Result:
+    """``duration`` seconds of ``scenario`` against ``url``; requests take ``keys`` in turn."""
+    headers = [{"Authorization": f"Bearer {key}", "Content-Type": "application/json"} for key in keys]
+    turn = itertools.count()
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=scenario.concurrency)
@@ -111,7 +117,7 @@ async def load(url: str, payload: bytes, scenario: Scenario, duration: float, pi
         async def one() -> None:
             nonlocal errors
             started = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers) as response:
+            async with session.post(url, data=payload, headers=headers[next(turn) % len(headers)]) as response:
                 await response.read()
                 if response.status != 200:
                     errors += 1
@@ -135,12 +141,22 @@ async def load(url: str, payload: bytes, scenario: Scenario, duration: float, pi
 
 
 async def load_interleaved(
-    targets: dict[str, tuple[str, int | None]], payload: bytes, duration: float
+    targets: dict[str, tuple[str, int | None]],
+    payload: bytes,
+    duration: float,
+    keys: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Result]:
     """One request at a time, to each target in turn: a slow moment of the machine then costs
     every target alike, which sequential runs of a few seconds each do not guarantee (the
-    added latency of a 1 MiB image is a millisecond or two, what such moments shift)."""
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    added latency of a 1 MiB image is a millisecond or two, what such moments shift). A target
+    named in ``keys`` is sent those keys in turn."""
+    headers = {
+        name: [
+            {"Authorization": f"Bearer {k}", "Content-Type": "application/json"} for k in (keys or {}).get(name, (KEY,))
+        ]
+        for name in targets
+    }
+    turn = itertools.count()
     latencies: dict[str, list[float]] = {name: [] for name in targets}
     busy = dict.fromkeys(targets, 0.0)
     errors = dict.fromkeys(targets, 0)
@@ -151,7 +167,10 @@ async def load_interleaved(
             while time.perf_counter() < until:
                 for name, (url, _) in targets.items():
                     started = time.perf_counter()
-                    async with sessions[name].post(url, data=payload, headers=headers) as response:
+                    choices = headers[name]
+                    async with sessions[name].post(
+                        url, data=payload, headers=choices[next(turn) % len(choices)]
+                    ) as response:
                         await response.read()
                     took = time.perf_counter() - started
                     busy[name] += took

@@ -99,14 +99,17 @@ def _token(presented: str) -> str:
 
 
 def _key_info(managed: ManagedKeys, key: ManagedKey) -> dict[str, Any]:
+    """A key as just read from the database, with what this process spent and has not written yet."""
     info = shown(key)
-    info["spend"] = managed.window_spend(key.token, key, managed.key_budgets, managed.counter.unwritten_keys)
+    unwritten = managed.counter.unwritten_keys.get(key.token, 0.0)
+    info["spend"] = managed.in_window(key.spend, key.budget_reset_at) + unwritten
     return info
 
 
 def _team_info(managed: ManagedKeys, team: Team) -> dict[str, Any]:
     info = shown(team)
-    info["spend"] = managed.window_spend(team.team_id, team, managed.team_budgets, managed.counter.unwritten_teams)
+    unwritten = managed.counter.unwritten_teams.get(team.team_id, 0.0)
+    info["spend"] = managed.in_window(team.spend, team.budget_reset_at) + unwritten
     return info
 
 

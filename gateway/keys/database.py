@@ -20,7 +20,18 @@ from gateway.keys.migrations import migrations
 from gateway.keys.records import KEY_COLUMNS, TEAM_COLUMNS, ManagedKey, Team, key_from_row, stored, team_from_row
 
 T = TypeVar("T")
-Statement = tuple[str, Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Many:
+    """One statement run for each of ``rows`` (one round trip for them all where the driver can)."""
+
+    sql: str
+    rows: Sequence[Sequence[Any]]
+
+
+Statement = tuple[str, Sequence[Any]] | Many
+Budgets = dict[str, tuple[float, float | None]]  # (spend, budget_reset_at) by key token or team id
 CONNECT_TIMEOUT_S = 5
 MIGRATION_LOCK = 0x6B657973  # one PostgreSQL client migrates at a time
 BUSY_TIMEOUT_S = 30
@@ -83,7 +94,13 @@ class _SQLite:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                results = [self._db.execute(sql, tuple(params)).fetchall() for sql, params in statements]
+                results: list[list[tuple[Any, ...]]] = []
+                for statement in statements:
+                    if isinstance(statement, Many):
+                        self._db.executemany(statement.sql, statement.rows)
+                        results.append([])
+                    else:
+                        results.append(self._db.execute(statement[0], tuple(statement[1])).fetchall())
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -114,10 +131,15 @@ class _Postgres:
 
     def _once(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
         conn = self._connect()
-        results = []
+        results: list[list[tuple[Any, ...]]] = []
         with conn.transaction():
-            for sql, params in statements:
-                cursor = conn.execute(sql.replace("?", "%s").encode(), tuple(params))
+            for statement in statements:
+                if isinstance(statement, Many):
+                    with conn.cursor() as many:
+                        many.executemany(statement.sql.replace("?", "%s").encode(), statement.rows)
+                    results.append([])
+                    continue
+                cursor = conn.execute(statement[0].replace("?", "%s").encode(), tuple(statement[1]))
                 results.append(cursor.fetchall() if cursor.description else [])
         return results
 
@@ -213,15 +235,20 @@ class KeyDatabase:
         )
         return int(revision[0][0]), [team_from_row(r) for r in teams], [key_from_row(r) for r in keys]
 
-    def budgets(self) -> tuple[dict[str, tuple[float, float | None]], dict[str, tuple[float, float | None]]]:
-        """(spend, budget_reset_at) of every key and team that has a budget."""
-        keys, teams = self._run(
-            [
-                ("SELECT token, spend, budget_reset_at FROM managed_keys WHERE max_budget IS NOT NULL", ()),
-                ("SELECT team_id, spend, budget_reset_at FROM managed_teams WHERE max_budget IS NOT NULL", ()),
-            ]
-        )
+    _BUDGETS: tuple[Statement, Statement] = (
+        ("SELECT token, spend, budget_reset_at FROM managed_keys WHERE max_budget IS NOT NULL AND spend > 0", ()),
+        ("SELECT team_id, spend, budget_reset_at FROM managed_teams WHERE max_budget IS NOT NULL AND spend > 0", ()),
+    )
+
+    @staticmethod
+    def _budgets(keys: list[tuple[Any, ...]], teams: list[tuple[Any, ...]]) -> tuple[Budgets, Budgets]:
         return {r[0]: (float(r[1]), r[2]) for r in keys}, {r[0]: (float(r[1]), r[2]) for r in teams}
+
+    def budgets(self) -> tuple[Budgets, Budgets]:
+        """(spend, budget_reset_at) of every key and team that has a budget and spent in its window
+        (one that is not listed spent nothing)."""
+        keys, teams = self._run(list(self._BUDGETS))
+        return self._budgets(keys, teams)
 
     # Writes the admin API makes.
 
@@ -316,8 +343,9 @@ class KeyDatabase:
 
     # Spend.
 
-    def add_spend(self, rows: Sequence[SpendRow], logs: Sequence[SpendLog]) -> None:
-        """Add one flush's spend: to each key's and team's window, by day, and its request logs."""
+    def add_spend(self, rows: Sequence[SpendRow], logs: Sequence[SpendLog]) -> tuple[Budgets, Budgets]:
+        """Add one flush's spend (to each key's and team's window, by day, and its request logs), and
+        read the budgets' totals back, in one transaction."""
         keys: dict[str, float] = {}
         teams: dict[str, float] = {}
         for row in rows:
@@ -325,47 +353,57 @@ class KeyDatabase:
             if row.team_id:
                 teams[row.team_id] = teams.get(row.team_id, 0.0) + row.spend
         statements: list[Statement] = [
-            (
+            Many(
                 "INSERT INTO managed_spend_daily (day, token, team_id, model_group, spend, requests, prompt_tokens, "
                 "completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, token, model_group, team_id) "
                 "DO UPDATE SET spend = managed_spend_daily.spend + excluded.spend, "
                 "requests = managed_spend_daily.requests + excluded.requests, "
                 "prompt_tokens = managed_spend_daily.prompt_tokens + excluded.prompt_tokens, "
                 "completion_tokens = managed_spend_daily.completion_tokens + excluded.completion_tokens",
-                (r.day, r.token, r.team_id, r.model_group, r.spend, r.requests, r.prompt_tokens, r.completion_tokens),
-            )
-            for r in rows
-        ]
-        # Keys and teams in a fixed order, so that concurrent flushes never wait on each other in a cycle.
-        statements += [
-            ("UPDATE managed_keys SET spend = spend + ? WHERE token = ?", (amount, token))
-            for token, amount in sorted(keys.items())
-            if amount
-        ]
-        statements += [
-            ("UPDATE managed_teams SET spend = spend + ? WHERE team_id = ?", (amount, team))
-            for team, amount in sorted(teams.items())
-            if amount
-        ]
-        statements += [
-            (
+                [
+                    (
+                        r.day,
+                        r.token,
+                        r.team_id,
+                        r.model_group,
+                        r.spend,
+                        r.requests,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                    )
+                    for r in rows
+                ],
+            ),
+            # Keys and teams in a fixed order, so that concurrent flushes never wait on each other in a cycle.
+            Many(
+                "UPDATE managed_keys SET spend = spend + ? WHERE token = ?",
+                [(amount, token) for token, amount in sorted(keys.items()) if amount],
+            ),
+            Many(
+                "UPDATE managed_teams SET spend = spend + ? WHERE team_id = ?",
+                [(amount, team) for team, amount in sorted(teams.items()) if amount],
+            ),
+            Many(
                 "INSERT INTO managed_spend_logs (request_id, token, team_id, model_group, spend, prompt_tokens, "
                 "completion_tokens, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-                (
-                    g.request_id,
-                    g.token,
-                    g.team_id,
-                    g.model_group,
-                    g.spend,
-                    g.prompt_tokens,
-                    g.completion_tokens,
-                    g.started_at,
-                ),
-            )
-            for g in logs
+                [
+                    (
+                        g.request_id,
+                        g.token,
+                        g.team_id,
+                        g.model_group,
+                        g.spend,
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        g.started_at,
+                    )
+                    for g in logs
+                ],
+            ),
         ]
-        if statements:
-            self._run(statements)
+        statements = [s for s in statements if not isinstance(s, Many) or s.rows]
+        *_, keys_read, teams_read = self._run([*statements, *self._BUDGETS])
+        return self._budgets(keys_read, teams_read)
 
     def reset_budgets(self, now: float, next_reset: Callable[[str], float]) -> int:
         """Start a new window for every key and team whose window ended: spend back to zero. Each
@@ -389,8 +427,8 @@ class KeyDatabase:
                         (now + next_reset(duration), ident, reset_at),
                     )
                 )
-        if statements:
-            self._run(statements)
+        if statements:  # every process reloads, and sees the new windows
+            self._run([*statements, self._bump()])
         return len(statements)
 
     def daily_spend(

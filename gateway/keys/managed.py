@@ -30,7 +30,7 @@ from common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from gateway.auth import Principal
 from gateway.config import GatewaySettings
 from gateway.errors import BudgetExceeded
-from gateway.keys.database import DatabaseUnavailable, KeyDatabase, describe
+from gateway.keys.database import Budgets, DatabaseUnavailable, KeyDatabase, describe
 from gateway.keys.durations import seconds
 from gateway.keys.records import Limits, ManagedKey, Team
 from gateway.keys.spend import Batch, SpendCounter
@@ -40,7 +40,6 @@ from gateway.ratelimit import TokenBucket
 
 log = logging.getLogger("gateway.keys")
 CHANNEL = f"{PREFIX}keys:changed"
-Budgets = dict[str, tuple[float, float | None]]
 
 
 @dataclass(eq=False)
@@ -119,6 +118,7 @@ class ManagedKeys:
         self.teams: dict[str, Team] = {}
         self.key_budgets: Budgets = {}
         self.team_budgets: Budgets = {}
+        self._budgets_read = False  # until the first flush, budgets start from the loaded records
         self.in_flight: dict[tuple[str, str], int] = {}
         self._buckets: dict[tuple[str, str], tuple[int, TokenBucket]] = {}
         self.revision = -1
@@ -202,11 +202,15 @@ class ManagedKeys:
         return held[1]
 
     def window_spend(self, name: str, record: Limits, budgets: Budgets, unwritten: dict[str, float]) -> float:
-        """What ``record`` spent in its budget window: as last read, plus this process's since."""
-        spend, reset_at = budgets.get(name, (record.spend, record.budget_reset_at))
-        if reset_at is not None and self.clock() >= reset_at:
-            spend = 0.0  # the window ended; the next flush writes its reset
-        return spend + unwritten.get(name, 0.0)
+        """What ``record`` (a key or team with a budget) spent in its window: its total as last read
+        (none listed: nothing), plus this process's spend since."""
+        default = (0.0 if self._budgets_read else record.spend, record.budget_reset_at)
+        spend, reset_at = budgets.get(name, default)
+        return self.in_window(spend, reset_at) + unwritten.get(name, 0.0)
+
+    def in_window(self, spend: float, reset_at: float | None) -> float:
+        """``spend`` unless its window ended (the next flush writes the reset)."""
+        return 0.0 if reset_at is not None and self.clock() >= reset_at else spend
 
     def check_budget(self, kind: str, name: str, record: Limits, budgets: Budgets, unwritten: dict[str, float]) -> None:
         if record.max_budget is None:
@@ -272,12 +276,6 @@ class ManagedKeys:
             principal.guard = KeyGuard(key, team, self)
             principals[bytes.fromhex(key.token)] = principal
         self._principals = principals
-        for name, record, budgets in [
-            *((k.token, k, self.key_budgets) for k in keys),
-            *((t.team_id, t, self.team_budgets) for t in teams),
-        ]:
-            if record.max_budget is not None and name not in budgets:
-                budgets[name] = (record.spend, record.budget_reset_at)
         self.revision = revision
         self.metrics.managed_keys.set(len(principals))
 
@@ -294,17 +292,18 @@ class ManagedKeys:
                 self.metrics.spend_flush_failures.inc()
                 raise
             self.key_budgets, self.team_budgets = key_budgets, team_budgets
+            self._budgets_read = True
             self.counter.written(batch)
 
     def _write(self, batch: Batch) -> tuple[Budgets, Budgets]:
+        """One transaction a flush (two when a budget window ended)."""
         db = self.db
-        if batch:
-            db.add_spend(batch.rows, batch.logs)
         now = self.clock()
-        due = [r for b in (self.key_budgets, self.team_budgets) for _, r in b.values() if r is not None and r <= now]
-        if due:
+        records: list[Limits] = [p.guard.key for p in self._principals.values() if isinstance(p.guard, KeyGuard)]
+        records += self.teams.values()
+        if any(r.budget_reset_at is not None and r.budget_reset_at <= now for r in records):
             db.reset_budgets(now, lambda duration: float(seconds(duration)))
-        return db.budgets()
+        return db.add_spend(batch.rows, batch.logs)
 
     async def changed(self) -> None:
         """A key or team was changed here: reload now, and tell the other processes."""

@@ -44,6 +44,7 @@ class SpendCounter:
         self._rows: dict[tuple[str, str, str, str], _Totals] = {}
         self._logs: list[SpendLog] = []
         self.dropped_logs = 0
+        self._day_number, self._day_text = -1, ""
         # Spend not yet in the database's totals: pending here, or in a batch being written.
         self.unwritten_keys: dict[str, float] = {}
         self.unwritten_teams: dict[str, float] = {}
@@ -59,7 +60,7 @@ class SpendCounter:
         request_id: str,
     ) -> None:
         now = self._clock()
-        day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        day = self._day(now)
         totals = self._rows.setdefault((day, token, team_id or "", model_group), _Totals())
         totals.spend += cost
         totals.requests += 1
@@ -75,6 +76,13 @@ class SpendCounter:
                 self.dropped_logs += 1
             log = SpendLog(request_id, token, team_id or "", model_group, cost, prompt_tokens, completion_tokens, now)
             self._logs.append(log)
+
+    def _day(self, now: float) -> str:
+        """The UTC day of ``now`` (formatted once a day)."""
+        number = int(now // 86400)
+        if number != self._day_number:
+            self._day_number, self._day_text = number, datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        return self._day_text
 
     def take(self) -> Batch:
         """Everything pending, as one batch to write; the counter starts over (its unwritten sums stay)."""
