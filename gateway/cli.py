@@ -16,6 +16,7 @@ from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
 from gateway.deployment import Deployment
 from gateway.deployments import build_deployments
 from gateway.endpoints import BY_NAME, ENDPOINTS
+from gateway.prices import PriceBook
 from gateway.routing import default_strategy
 from gateway.sdk import check_providers
 from gateway.settings import Settings, keys_database_url
@@ -82,9 +83,36 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
         lines.append(f"per-pod endpoints (re-resolved from DNS): {', '.join(pods)}")
     keys = len(config.gateway_settings.api_keys) + (1 if config.general_settings.master_key else 0)
     lines.append(f"api keys: {keys}" if keys else "api keys: none (open access)")
+    lines.extend(price_lines(groups))
     for warning in loaded.warnings:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+def price_lines(groups: Mapping[str, list[Deployment]]) -> list[str]:
+    """Where each group's prices come from; the groups without any cost 0 and say so."""
+    book = PriceBook()
+    book.load()
+    lines = []
+    for name, deployments in groups.items():
+        for d in deployments:
+            if "*" in d.upstream_model and d.price is None:
+                lines.append(
+                    f"spend: {name} ({d.id}): priced per model from litellm's price map; models it lacks cost 0"
+                )
+                continue
+            price = book.of(d, d.upstream_model)
+            if price is None:
+                lines.append(
+                    f"spend: {name} ({d.id}): no price, costs 0 "
+                    "(set model_info.input_cost_per_token and output_cost_per_token)"
+                )
+            else:
+                lines.append(
+                    f"spend: {name} ({d.id}): {price.input_per_token:.3g} in, {price.output_per_token:.3g} out "
+                    f"USD per token ({price.source})"
+                )
+    return lines
 
 
 def _load(path: Path, env: Mapping[str, str]) -> LoadedConfig:

@@ -12,9 +12,11 @@ COPY gateway /src/gateway
 RUN /opt/venv/bin/pip install --no-deps /src
 
 FROM python:3.11.14-slim-bookworm
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
+    && mkdir /data && chown 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 GATEWAY_CONFIG=/etc/gateway/config.yaml
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 GATEWAY_CONFIG=/etc/gateway/config.yaml \
+    GATEWAY_DATA_DIR=/data
 USER 10001:10001
 EXPOSE 4000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \

@@ -88,7 +88,9 @@ class _SQLite:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(f"cannot open the keys database {path}: {exc}") from None
+            raise DatabaseUnavailable(
+                f"cannot open {path}: {exc}; set DATABASE_URL (PostgreSQL) or GATEWAY_DATA_DIR to a writable folder"
+            ) from None
 
     def run(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
         try:

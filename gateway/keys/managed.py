@@ -113,6 +113,7 @@ class ManagedKeys:
         self._redis_url = redis_url
         self._redis: redis.Redis | None = None
         self.database: KeyDatabase | None = None
+        self.last_error = "the keys database is not open yet"
         self.counter = SpendCounter(settings.store_spend_logs, clock)
         self._principals: dict[bytes, Principal] = {}
         self.teams: dict[str, Team] = {}
@@ -140,11 +141,14 @@ class ManagedKeys:
                 await self._open()
                 log.info("managed keys: loaded from %s", describe(self.url))
             except DatabaseUnavailable as exc:
-                log.warning("managed keys: %s", exc)
+                self.last_error = str(exc)
+                log.warning("managed keys are unavailable: %s", exc)
 
     @property
     def db(self) -> KeyDatabase:
-        assert self.database is not None, "ManagedKeys.start() opens the database"
+        """The open database; 503 with the reason while it could not be opened."""
+        if self.database is None:
+            raise ServiceUnavailable(f"managed keys are unavailable: {self.last_error}", retry_after=5)
         return self.database
 
     async def start(self) -> None:
@@ -154,7 +158,8 @@ class ManagedKeys:
         try:
             await self._open()
         except DatabaseUnavailable as exc:
-            log.error("managed keys: %s; trying again in the background", exc)
+            self.last_error = str(exc)
+            log.warning("managed keys are unavailable: %s; trying again in the background", exc)
             self._tasks.append(asyncio.create_task(self._open_eventually()))
         if self._redis_url:
             # No read timeout: a subscriber waits for notices as long as none comes.
@@ -180,7 +185,9 @@ class ManagedKeys:
 
     def find(self, key_digest: bytes) -> Principal | None:
         found = self._principals.get(key_digest)
-        if found is None and self.revision < 0:
+        if found is None and self.revision < 0 and not self.url.startswith("sqlite:"):
+            # The key may well be valid: the shared database is away (an embedded one that cannot
+            # be opened means managed keys are unavailable here, and the key is simply unknown).
             raise ServiceUnavailable(
                 "managed keys are not loaded yet: the keys database cannot be reached", retry_after=5
             )

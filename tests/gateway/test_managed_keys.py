@@ -329,3 +329,17 @@ def test_migrations_are_versioned_and_keep_data(tmp_path: Path) -> None:
     assert [t.team_id for t in again.list_teams()] == ["kept"]
     assert again.revision() == 1
     again.close()
+
+
+async def test_an_embedded_database_that_cannot_be_opened_leaves_managed_keys_unavailable(
+    gateway: GatewayFactory, upstream: UpstreamFactory, tmp_path: Path
+) -> None:
+    fake = await upstream("vllm")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    gw = await gateway(_config(fake), keys_database=f"sqlite:///{blocker / 'keys.db'}")
+    assert (await _chat(gw, CONFIG_KEY)).status_code == 200
+    assert (await _chat(gw, "sk-unknown-0123456789")).status_code == 401
+    refused = await _admin(gw, "/key/generate", {})
+    assert refused.status_code == 503
+    assert "set DATABASE_URL" in refused.json()["error"]["message"]

@@ -13,13 +13,13 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import UpstreamFactory, deployment
+from tests.conftest import GatewayFactory, UpstreamFactory, deployment
 from tests.fakes import FakeUpstream
 from tests.gateway_process import GatewayProcess
-from tests.postgres_server import PostgresServer, postgres_server
+from tests.postgres_server import PostgresServer, own_postgres_server, postgres_server
 from tests.redis_server import RedisServer, redis_server
 
-__all__ = ["postgres_server", "redis_server"]
+__all__ = ["own_postgres_server", "postgres_server", "redis_server"]
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 MASTER = "sk-master-0123456789"
@@ -221,3 +221,57 @@ async def test_a_replica_killed_with_sigkill_loses_at_most_one_flush_interval(
         for gateway in gateways:
             if gateway.process.poll() is None:
                 gateway.stop()
+
+
+async def test_the_request_path_never_waits_on_the_database(
+    upstream: UpstreamFactory, gateway: GatewayFactory, own_postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL stops mid-run: managed keys keep working from the cache, their spend is kept in
+    memory and written once the database is back; admin routes say 503 meanwhile."""
+    database = own_postgres_server.new_database()
+    fake = await upstream("vllm")
+    gw = await gateway(_config(fake, spend_flush_seconds=0.1, key_cache_seconds=0.2), keys_database=database)
+    created = (await gw.http.post("/key/generate", json={"max_budget": 100}, headers=ADMIN)).json()
+    key = created["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (await gw.http.post("/v1/chat/completions", json=BODY, headers=headers)).status_code == 200
+    own_postgres_server.stop()
+    for _ in range(5):
+        response = await gw.http.post("/v1/chat/completions", json=BODY, headers=headers)
+        assert response.status_code == 200
+    admin = await gw.http.get("/key/list", headers=ADMIN)
+    assert admin.status_code == 503
+    assert "127.0.0.1" in admin.json()["error"]["message"]  # where, never the credentials
+    own_postgres_server.start()
+    deadline = time.monotonic() + 20
+    while True:
+        info = await gw.http.get("/key/info", params={"key": key}, headers=ADMIN)
+        if info.status_code == 200 and _stored_spend(database, created["token"]) == pytest.approx(6 * COST):
+            break
+        assert time.monotonic() < deadline, "the spend kept during the outage was not written"
+        await asyncio.sleep(0.1)
+
+
+async def test_managed_keys_load_once_the_database_is_reachable(
+    upstream: UpstreamFactory, gateway: GatewayFactory, own_postgres_server: PostgresServer
+) -> None:
+    database = own_postgres_server.new_database()
+    fake = await upstream("vllm")
+    config = _config(fake)
+    config["gateway_settings"]["api_keys"] = [{"key": "sk-config-0123456789"}]
+    first = await gateway(config, keys_database=database)
+    key = (await first.http.post("/key/generate", json={}, headers=ADMIN)).json()["key"]
+    own_postgres_server.stop()
+    gw = await gateway(config, keys_database=database)  # starts while PostgreSQL is down
+    config_key = {"Authorization": "Bearer sk-config-0123456789"}
+    assert (await gw.http.post("/v1/chat/completions", json=BODY, headers=config_key)).status_code == 200
+    waiting = await gw.http.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+    assert waiting.status_code == 503  # it may be a valid key: not a 401
+    assert waiting.headers["retry-after"] == "5"
+    own_postgres_server.start()
+    deadline = time.monotonic() + 20
+    while (
+        await gw.http.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+    ).status_code != 200:
+        assert time.monotonic() < deadline, "managed keys were never loaded"
+        await asyncio.sleep(0.1)
