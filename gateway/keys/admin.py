@@ -98,6 +98,15 @@ def _token(presented: str) -> str:
     return new_key_digest(presented)
 
 
+async def _stored_key(managed: ManagedKeys, presented: str) -> ManagedKey:
+    """The key named by itself or by its token, or 404."""
+    token = _token(presented)
+    key = await _db(lambda: managed.db.key(token))
+    if key is None:
+        raise NotFound("no such key", param="key", code="key_not_found")
+    return key
+
+
 def _key_info(managed: ManagedKeys, key: ManagedKey) -> dict[str, Any]:
     """A key as just read from the database, with what this process spent and has not written yet."""
     info = shown(key)
@@ -185,10 +194,7 @@ def add_admin_routes(app: FastAPI) -> None:
     async def update_key(request: Request, state: StateDep) -> Response:
         managed = _managed(request, state)
         body = await _body(request, UpdateKey)
-        token = _token(body.key)
-        key = await _db(lambda: managed.db.key(token))
-        if key is None:
-            raise NotFound("no such key", param="key", code="key_not_found")
+        key = await _stored_key(managed, body.key)
         team = await _team_of(managed, body.team_id if "team_id" in body.model_fields_set else key.team_id)
         _check_models(state, body.models if body.models is not None else key.models, team)
         _bounded_by_team(body, team)
@@ -200,10 +206,7 @@ def add_admin_routes(app: FastAPI) -> None:
     async def set_blocked(request: Request, state: GatewayState, blocked: bool) -> Response:
         managed = _managed(request, state)
         body = await _body(request, KeyRef)
-        token = _token(body.key)
-        key = await _db(lambda: managed.db.key(token))
-        if key is None:
-            raise NotFound("no such key", param="key", code="key_not_found")
+        key = await _stored_key(managed, body.key)
         key.blocked, key.updated_at = blocked, time.time()
         await _db(lambda: managed.db.update(key, ["blocked"]))
         await managed.changed()
@@ -235,11 +238,8 @@ def add_admin_routes(app: FastAPI) -> None:
     @app.get("/key/info", tags=["admin"], summary="A managed key's settings and spend")
     async def key_info(request: Request, state: StateDep, key: str) -> Response:
         managed = _managed(request, state)
-        token = _token(key)
-        found = await _db(lambda: managed.db.key(token))
-        if found is None:
-            raise NotFound("no such key", param="key", code="key_not_found")
-        return _json({"key": token, "info": _key_info(managed, found)})
+        found = await _stored_key(managed, key)
+        return _json({"key": found.token, "info": _key_info(managed, found)})
 
     @app.get("/key/list", tags=["admin"], summary="Managed keys, a page at a time")
     async def list_keys(

@@ -27,7 +27,7 @@ class _Limits(_Body):
     metadata: dict[str, Any] | None = None
     blocked: bool | None = None
 
-    @field_validator("budget_duration")
+    @field_validator("budget_duration", "duration", check_fields=False)
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -53,13 +53,6 @@ class _KeyFields(_Limits):
     key_alias: str | None = Field(default=None, min_length=1, max_length=256)
     team_id: str | None = Field(default=None, min_length=1, max_length=256)
     duration: str | None = None  # how long until the key expires; None: never
-
-    @field_validator("duration")
-    @classmethod
-    def _expiry(cls, value: str | None) -> str | None:
-        if value is not None:
-            seconds(value)
-        return value
 
 
 class GenerateKey(_KeyFields):

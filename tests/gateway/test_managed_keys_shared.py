@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,20 @@ def _config(fake: FakeUpstream, redis: RedisServer | None = None, **settings: An
     return config
 
 
-async def _replicas(tmp_path: Path, config: dict[str, Any], database: str, count: int = 3) -> list[GatewayProcess]:
+@asynccontextmanager
+async def _replicas(
+    tmp_path: Path, config: dict[str, Any], database: str, count: int = 3
+) -> AsyncIterator[list[GatewayProcess]]:
+    """``count`` replicas sharing ``database``; the ones still running are stopped at the end."""
     env = {"DATABASE_URL": database}
     gateways = [GatewayProcess(tmp_path / f"gateway-{i}", config, env=env) for i in range(count)]
-    await asyncio.gather(*(g.wait_up() for g in gateways))
-    return gateways
+    try:
+        await asyncio.gather(*(g.wait_up() for g in gateways))
+        yield gateways
+    finally:
+        for gateway in gateways:
+            if gateway.process.poll() is None:
+                gateway.stop()
 
 
 async def _chat(client: httpx.AsyncClient, gateway: GatewayProcess, key: str) -> httpx.Response:
@@ -94,46 +105,41 @@ async def test_changes_reach_every_replica_at_once_through_redis(
     upstream: UpstreamFactory, redis_server: RedisServer, database: str, tmp_path: Path
 ) -> None:
     fake = await upstream("vllm")
-    gateways = await _replicas(tmp_path, _config(fake, redis_server), database)  # polling every 30 s only
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            created = await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)
-            key = created.json()["key"]
-            assert await _until(client, gateways, key, 200) < 2.0
-            await client.post(f"{gateways[1].url}/key/block", json={"key": key}, headers=ADMIN)
-            assert await _until(client, gateways, key, 401) < 2.0
-            await client.post(f"{gateways[2].url}/key/unblock", json={"key": key}, headers=ADMIN)
-            assert await _until(client, gateways, key, 200) < 2.0
-            await client.post(f"{gateways[1].url}/key/delete", json={"keys": [key]}, headers=ADMIN)
-            assert await _until(client, gateways, key, 401) < 2.0
-    finally:
-        for gateway in gateways:
-            gateway.stop()
+    async with (
+        _replicas(tmp_path, _config(fake, redis_server), database) as gateways,  # polling every 30 s only
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        created = await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)
+        key = created.json()["key"]
+        assert await _until(client, gateways, key, 200) < 2.0
+        await client.post(f"{gateways[1].url}/key/block", json={"key": key}, headers=ADMIN)
+        assert await _until(client, gateways, key, 401) < 2.0
+        await client.post(f"{gateways[2].url}/key/unblock", json={"key": key}, headers=ADMIN)
+        assert await _until(client, gateways, key, 200) < 2.0
+        await client.post(f"{gateways[1].url}/key/delete", json={"keys": [key]}, headers=ADMIN)
+        assert await _until(client, gateways, key, 401) < 2.0
 
 
 async def test_without_redis_changes_reach_replicas_within_key_cache_seconds(
     upstream: UpstreamFactory, database: str, tmp_path: Path
 ) -> None:
     fake = await upstream("vllm")
-    gateways = await _replicas(tmp_path, _config(fake, key_cache_seconds=1.0), database)
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            key = (await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)).json()["key"]
-            assert await _until(client, gateways, key, 200) <= 1.0 + 0.5  # the bound, plus a reload's time
-            await client.post(f"{gateways[2].url}/key/delete", json={"keys": [key]}, headers=ADMIN)
-            assert await _until(client, gateways, key, 401) <= 1.0 + 0.5
-    finally:
-        for gateway in gateways:
-            gateway.stop()
+    async with (
+        _replicas(tmp_path, _config(fake, key_cache_seconds=1.0), database) as gateways,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        key = (await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)).json()["key"]
+        assert await _until(client, gateways, key, 200) <= 1.0 + 0.5  # the bound, plus a reload's time
+        await client.post(f"{gateways[2].url}/key/delete", json={"keys": [key]}, headers=ADMIN)
+        assert await _until(client, gateways, key, 401) <= 1.0 + 0.5
 
 
 async def test_a_teams_budget_spent_across_replicas_stops_all_of_them(
     upstream: UpstreamFactory, database: str, tmp_path: Path
 ) -> None:
     fake = await upstream("vllm", delay_s=0.05)
-    gateways = await _replicas(tmp_path, _config(fake, key_cache_seconds=0.5), database)
     budget_requests, workers = 20, 6
-    try:
+    async with _replicas(tmp_path, _config(fake, key_cache_seconds=0.5), database) as gateways:
         async with httpx.AsyncClient(timeout=30) as client:
             admin = gateways[0].url
             await client.post(
@@ -181,9 +187,6 @@ async def test_a_teams_budget_spent_across_replicas_stops_all_of_them(
             team_spend = conn.execute("SELECT spend FROM managed_teams WHERE team_id = 'lab'").fetchone()
         assert team_spend is not None
         assert float(team_spend[0]) == pytest.approx(served * COST)
-    finally:
-        for gateway in gateways:
-            gateway.stop()
 
 
 async def test_a_replica_killed_with_sigkill_loses_at_most_one_flush_interval(
@@ -192,9 +195,8 @@ async def test_a_replica_killed_with_sigkill_loses_at_most_one_flush_interval(
     fake = await upstream("vllm", delay_s=0.01)
     flush_s = 0.5
     config = _config(fake, spend_flush_seconds=flush_s, key_cache_seconds=0.5)
-    gateways = await _replicas(tmp_path, config, database)
-    victim = gateways[1]
-    try:
+    async with _replicas(tmp_path, config, database) as gateways:
+        victim = gateways[1]
         async with httpx.AsyncClient(timeout=30) as client:
             created = (await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)).json()
             key, token = created["key"], created["token"]
@@ -217,10 +219,6 @@ async def test_a_replica_killed_with_sigkill_loses_at_most_one_flush_interval(
         async with httpx.AsyncClient(timeout=30) as client:
             info = (await client.get(f"{gateways[2].url}/key/info", params={"key": key}, headers=ADMIN)).json()
         assert info["info"]["spend"] == pytest.approx(stored)
-    finally:
-        for gateway in gateways:
-            if gateway.process.poll() is None:
-                gateway.stop()
 
 
 async def test_the_request_path_never_waits_on_the_database(
