@@ -114,6 +114,10 @@ class KeyStore:
             managed.guard.check_access()
         return managed
 
+    def configured(self, key: str) -> bool:
+        """Whether ``key`` is the master key or a config key."""
+        return find_key(key, self._principals) is not None
+
     def admin(self, authorization: str | None) -> Principal:
         """The caller of an admin route: the master key or a key with the admin role, else 401/403."""
         principal = self.authenticate(authorization)

@@ -21,7 +21,8 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from common.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from common.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.bodies import read_body
 from gateway.keys.admin_types import (
     DeleteKeys,
     DeleteTeams,
@@ -52,11 +53,9 @@ def _json(content: Any, status: int = 200) -> Response:
 
 async def _body(request: Request, model: type[B]) -> B:
     """The request's JSON as ``model``: 400 naming the field that is unknown or wrong."""
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        raise PayloadTooLarge(f"admin request bodies are bounded to {MAX_ADMIN_BODY} bytes")
+    raw = await read_body(request, MAX_ADMIN_BODY)  # never buffers more than the bound
     try:
-        return model.model_validate_json(raw or b"{}")
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or None
@@ -127,6 +126,11 @@ def _check_models(state: GatewayState, models: list[str] | None, team: Team | No
     for index, name in enumerate(models or ()):
         if state.router.resolve(name) is None:
             raise InvalidRequest(f"model '{name}' is not served here; see GET /v1/models", param=f"models.{index}")
+    _within_team(models, team)
+
+
+def _within_team(models: list[str] | None, team: Team | None) -> None:
+    for index, name in enumerate(models or ()):
         if team is not None and team.models and name not in team.models:
             raise InvalidRequest(f"model '{name}' is not among team '{team.team_id}''s models", param=f"models.{index}")
 
@@ -182,6 +186,8 @@ def add_admin_routes(app: FastAPI) -> None:
         team = await _team_of(managed, body.team_id)
         _check_models(state, body.models, team)
         _bounded_by_team(body, team)
+        if body.key is not None and state.keys.configured(body.key):
+            raise InvalidRequest("that key is taken", param="key", code="conflict")
         secret = body.key or f"sk-{secrets.token_urlsafe(32)}"
         now = time.time()
         key = ManagedKey(token=new_key_digest(secret), key_name=f"sk-...{secret[-4:]}", created_at=now)
@@ -196,7 +202,10 @@ def add_admin_routes(app: FastAPI) -> None:
         body = await _body(request, UpdateKey)
         key = await _stored_key(managed, body.key)
         team = await _team_of(managed, body.team_id if "team_id" in body.model_fields_set else key.team_id)
-        _check_models(state, body.models if body.models is not None else key.models, team)
+        if body.models is not None:
+            _check_models(state, body.models, team)
+        elif "team_id" in body.model_fields_set:  # its models must fit the new team's
+            _within_team(key.models, team)
         _bounded_by_team(body, team)
         changed = _apply(key, body, time.time())
         await _db(lambda: managed.db.update(key, changed))

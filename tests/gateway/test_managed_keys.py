@@ -159,6 +159,7 @@ async def test_keys_and_teams_through_the_admin_api(
         ("/team/new", {"teamalias": "x"}, 400, "teamalias", "unknown field"),
         ("/team/delete", {}, 400, "team_ids", "Field required"),
         ("/key/delete", {}, 400, "keys", "name the keys"),
+        ("/key/generate", {"key": MASTER}, 400, "key", "that key is taken"),
     ],
 )
 async def test_bad_admin_input_is_refused_naming_the_field(
