@@ -17,6 +17,7 @@ import pytest
 from gateway.keys.database import KeyDatabase
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
 from tests.fakes import FakeUpstream
+from tests.gateway_process import GatewayProcess
 from tests.metrics_samples import sample
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
@@ -344,3 +345,33 @@ async def test_an_embedded_database_that_cannot_be_opened_leaves_managed_keys_un
     refused = await _admin(gw, "/key/generate", {})
     assert refused.status_code == 503
     assert "set DATABASE_URL" in refused.json()["error"]["message"]
+
+
+async def test_workers_of_one_host_share_the_embedded_database(upstream: UpstreamFactory, tmp_path: Path) -> None:
+    """``gateway serve --workers 2``: both workers use one SQLite file; a key made through either
+    works on both within key_cache_seconds, and a stop writes every worker's spend."""
+    fake = await upstream("vllm")
+    config = _config(fake, key_cache_seconds=0.5)
+    process = GatewayProcess(tmp_path / "gateway", config, workers=2)
+    try:
+        await process.wait_up()
+        # A new connection each request, so that requests land on either worker.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=process.url, timeout=30, limits=fresh) as client:
+            created = (await client.post("/key/generate", json={}, headers=ADMIN)).json()
+            headers = {"Authorization": f"Bearer {created['key']}"}
+            deadline = time.monotonic() + 0.5 + 2.0  # the bound, plus a reload's time on a busy machine
+            accepted = 0
+            while accepted < 20:  # twenty in a row: both workers know it
+                ok = (await client.get("/v1/models", headers=headers)).status_code == 200
+                accepted = accepted + 1 if ok else 0
+                assert time.monotonic() < deadline, "a worker did not learn of the key in time"
+            for _ in range(20):
+                assert (await client.post("/v1/chat/completions", json=BODY, headers=headers)).status_code == 200
+    finally:
+        process.stop()
+    database = KeyDatabase(f"sqlite:///{tmp_path / 'gateway' / 'data' / 'gateway-keys.db'}")
+    stored = database.key(created["token"])
+    database.close()
+    assert stored is not None
+    assert stored.spend == pytest.approx(20 * COST)
