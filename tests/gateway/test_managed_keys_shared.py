@@ -129,9 +129,9 @@ async def test_without_redis_changes_reach_replicas_within_key_cache_seconds(
         httpx.AsyncClient(timeout=30) as client,
     ):
         key = (await client.post(f"{gateways[0].url}/key/generate", json={}, headers=ADMIN)).json()["key"]
-        assert await _until(client, gateways, key, 200) <= 1.0 + 0.5  # the bound, plus a reload's time
+        assert await _until(client, gateways, key, 200) <= 1.0 + 1.0  # the bound, plus a reload on a busy machine
         await client.post(f"{gateways[2].url}/key/delete", json={"keys": [key]}, headers=ADMIN)
-        assert await _until(client, gateways, key, 401) <= 1.0 + 0.5
+        assert await _until(client, gateways, key, 401) <= 1.0 + 1.0
 
 
 async def test_a_teams_budget_spent_across_replicas_stops_all_of_them(
