@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -375,3 +376,20 @@ async def test_workers_of_one_host_share_the_embedded_database(upstream: Upstrea
     database.close()
     assert stored is not None
     assert stored.spend == pytest.approx(20 * COST)
+
+
+async def test_anthropic_clients_use_managed_keys_and_get_anthropics_envelope(
+    gateway: GatewayFactory, upstream: UpstreamFactory, tmp_path: Path
+) -> None:
+    gw, _ = await _start(gateway, upstream, tmp_path)
+    mapped_cost = 11 * 2.5e-6 + 7 * 1e-5  # "chat" is gpt-4o, priced from litellm's map
+    key = (await _admin(gw, "/key/generate", {"max_budget": 1.5 * mapped_cost})).json()["key"]
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=30) as client:
+        ask = {"model": "chat", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(2):
+            message = await client.messages.create(**ask)
+            assert message.usage.output_tokens == 7
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(**ask)
+    assert refused.value.body["type"] == "error"
+    assert "Budget has been exceeded" in refused.value.body["error"]["message"]
