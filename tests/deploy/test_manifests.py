@@ -37,9 +37,11 @@ async def known_metrics(
 ) -> set[str]:
     """Names from a real gateway's and a real video service's /metrics after some traffic, and vLLM's."""
     fake = await upstream("vllm")
+    vision = deployment("vision", fake)
+    vision["model_info"]["input_cost_per_token"] = 1e-6  # priced: its spend is counted
     gw = await gateway(
         {
-            "model_list": [deployment("vision", fake), deployment("backup", fake)],
+            "model_list": [vision, deployment("backup", fake)],
             "router_settings": {"fallbacks": [{"vision": ["backup"]}]},
         }
     )
