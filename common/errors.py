@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -160,6 +161,13 @@ def error_response(
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
+def invalid_fields(exc: RequestValidationError) -> InvalidRequest:
+    """A route's parameters or body that FastAPI refused, as a 400 naming the first field."""
+    first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
+    param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path")) or None
+    return InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param)
+
+
 def install_error_handlers(
     app: Starlette, respond: Callable[[Request, ApiError], Response], log: logging.Logger
 ) -> None:
@@ -175,6 +183,10 @@ def install_error_handlers(
         error.status_code = exc.status_code
         return respond(request, error)
 
+    async def on_invalid_fields(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return respond(request, invalid_fields(exc))
+
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # Not a failure of ours: counted as nginx's 499, never logged as an error; nobody reads it.
         return Response(status_code=499)
@@ -185,5 +197,6 @@ def install_error_handlers(
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_fields)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

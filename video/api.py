@@ -279,14 +279,6 @@ async def _engine(settings: VideoSettings, store: Store, parts: Components) -> J
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    from fastapi.exceptions import RequestValidationError
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
-        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-        return error_response(InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param))
-
     async def on_store_unavailable(request: Request, exc: Exception) -> Response:
         # A database restart or outage: the client may retry; the job itself resumes on its own.
         return error_response(
@@ -294,5 +286,4 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     install_error_handlers(app, lambda _, error: error_response(error), log)
-    app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StoreUnavailable, on_store_unavailable)

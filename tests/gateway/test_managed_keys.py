@@ -393,3 +393,20 @@ async def test_anthropic_clients_use_managed_keys_and_get_anthropics_envelope(
             await client.messages.create(**ask)
     assert refused.value.body["type"] == "error"
     assert "Budget has been exceeded" in refused.value.body["error"]["message"]
+
+
+async def test_bad_query_parameters_get_the_envelope(
+    gateway: GatewayFactory, upstream: UpstreamFactory, tmp_path: Path
+) -> None:
+    gw, _ = await _start(gateway, upstream, tmp_path)
+    for path, params, param in (
+        ("/key/info", {}, "key"),
+        ("/key/list", {"page": "first"}, "page"),
+        ("/key/list", {"size": 1000}, "size"),
+        ("/team/info", {}, "team_id"),
+        ("/spend/logs", {"summarize": "maybe"}, "summarize"),
+    ):
+        response = await _admin(gw, path, **params)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["param"] == param
+        assert response.json()["error"]["type"] == "invalid_request_error"
