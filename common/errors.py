@@ -20,14 +20,16 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from fastapi.exceptions import RequestValidationError
 
 _ADDRESS = re.compile(
     r"\b(?:[a-z][a-z0-9+.-]*://\S+"  # URLs
@@ -172,6 +174,7 @@ def install_error_handlers(
     app: Starlette, respond: Callable[[Request, ApiError], Response], log: logging.Logger
 ) -> None:
     """Route every exception of ``app`` (ours, HTTP errors, the unexpected) through ``respond``."""
+    from fastapi.exceptions import RequestValidationError  # the web stack, loaded by the apps only
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
