@@ -43,8 +43,11 @@ def litellm_proxy(config: Path, port: int) -> tuple[list[str], dict[str, str]]:
 
 @contextmanager
 def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` with its output in ``log``. A gateway keeps its managed-keys database beside the
+    log, not in the folder the benchmark runs from."""
+    defaults = {"GATEWAY_DATA_DIR": str(log.parent / "data")}
     with log.open("wb") as sink:
-        process = subprocess.Popen(args, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, env={**defaults, **os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
