@@ -124,6 +124,32 @@ def test_video_serve_answers_health(installed: Path, tmp_path: Path) -> None:
             process.wait(timeout=20)
 
 
+def test_gateway_serve_manages_keys_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """The installed gateway finds its migrations and keeps managed keys in SQLite under its data dir."""
+    master = "sk-packaging-0123456789"
+    (tmp_path / "config.yaml").write_text(CONFIG + f"general_settings: {{master_key: {master}}}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DATABASE_URL"))}
+    argv = [str(installed / "gateway"), "serve", "--config", "config.yaml", "--port", str(port)]
+    with subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            _wait_healthy(process, f"http://127.0.0.1:{port}/health", 60)
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/key/generate",
+                data=b'{"key_alias": "packaged"}',
+                headers={"Authorization": f"Bearer {master}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                assert response.status == 200
+                assert b'"key":"sk-' in response.read()
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    assert (tmp_path / "data" / "gateway-keys.db").is_file()
+
+
 def test_video_worker_without_temporal_says_so_in_one_line(installed: Path, tmp_path: Path) -> None:
     closed = free_port()
     result = _run(installed, "video", "worker", "--temporal-address", f"127.0.0.1:{closed}", cwd=tmp_path)
