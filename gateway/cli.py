@@ -16,6 +16,7 @@ from gateway.config import ConfigError, LoadedConfig, check_secrets, load_config
 from gateway.deployment import Deployment
 from gateway.deployments import build_deployments
 from gateway.endpoints import BY_NAME, ENDPOINTS
+from gateway.keys.database import describe
 from gateway.prices import PriceBook
 from gateway.routing import default_strategy
 from gateway.sdk import check_providers
@@ -83,6 +84,11 @@ def routing_table(loaded: LoadedConfig, env: Mapping[str, str]) -> str:
         lines.append(f"per-pod endpoints (re-resolved from DNS): {', '.join(pods)}")
     keys = len(config.gateway_settings.api_keys) + (1 if config.general_settings.master_key else 0)
     lines.append(f"api keys: {keys}" if keys else "api keys: none (open access)")
+    if config.general_settings.master_key:
+        where = describe(keys_database_url(Settings(), env, config.general_settings.database_url))
+        lines.append(f"managed keys (/key/*, /team/*): {where}")
+    else:
+        lines.append("managed keys (/key/*, /team/*): off (they need general_settings.master_key)")
     lines.extend(price_lines(groups))
     for warning in loaded.warnings:
         lines.append(f"warning: {warning}")
