@@ -125,7 +125,9 @@ class ManagedKeys:
         self.revision = -1
         self._reloading = asyncio.Lock()
         self._flushing = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # periodic work, stopped between two runs
+        self._waiting: list[asyncio.Task[None]] = []  # waits that may be cancelled anywhere
+        self._stopping = asyncio.Event()
 
     async def _open(self) -> None:
         if self.database is None:
@@ -160,19 +162,20 @@ class ManagedKeys:
         except DatabaseUnavailable as exc:
             self.last_error = str(exc)
             log.warning("managed keys are unavailable: %s; trying again in the background", exc)
-            self._tasks.append(asyncio.create_task(self._open_eventually()))
+            self._waiting.append(asyncio.create_task(self._open_eventually()))
         if self._redis_url:
             # No read timeout: a subscriber waits for notices as long as none comes.
             self._redis = redis.Redis.from_url(self._redis_url, socket_connect_timeout=0.5)
-            self._tasks.append(asyncio.create_task(self._listen()))
+            self._waiting.append(asyncio.create_task(self._listen()))
         self._tasks.append(asyncio.create_task(self._every(self.settings.key_cache_seconds, self.refresh)))
         self._tasks.append(asyncio.create_task(self._every(self.settings.spend_flush_seconds, self.flush)))
 
     async def close(self) -> None:
         """Stop the loops and write what was counted (a graceful stop loses no spend)."""
-        for task in self._tasks:
+        self._stopping.set()
+        for task in self._waiting:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._waiting, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.database is not None:
@@ -241,8 +244,13 @@ class ManagedKeys:
     # Background work.
 
     async def _every(self, interval_s: float, work: Callable[[], object]) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
+        """``work`` every ``interval_s`` until ``close``, which lets the work under way finish (a flush
+        cancelled mid-write would leave its batch neither written nor put back)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
+            if self._stopping.is_set():
+                return
             try:
                 result = work()
                 if asyncio.iscoroutine(result):
