@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from common.auth import digest
 from common.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.bodies import read_body
 from gateway.keys.admin_types import (
@@ -34,7 +35,7 @@ from gateway.keys.admin_types import (
 )
 from gateway.keys.database import Conflict, DatabaseUnavailable
 from gateway.keys.durations import seconds
-from gateway.keys.managed import ManagedKeys, new_key_digest
+from gateway.keys.managed import ManagedKeys
 from gateway.keys.records import ManagedKey, Team, shown
 from gateway.state import GatewayState, StateDep
 
@@ -94,7 +95,7 @@ def _token(presented: str) -> str:
     lowered = presented.lower()
     if len(lowered) == _TOKEN_LENGTH and all(c in "0123456789abcdef" for c in lowered):
         return lowered
-    return new_key_digest(presented)
+    return digest(presented).hex()
 
 
 async def _stored_key(managed: ManagedKeys, presented: str) -> ManagedKey:
@@ -190,7 +191,7 @@ def add_admin_routes(app: FastAPI) -> None:
             raise InvalidRequest("that key is taken", param="key", code="conflict")
         secret = body.key or f"sk-{secrets.token_urlsafe(32)}"
         now = time.time()
-        key = ManagedKey(token=new_key_digest(secret), key_name=f"sk-...{secret[-4:]}", created_at=now)
+        key = ManagedKey(token=digest(secret).hex(), key_name=f"sk-...{secret[-4:]}", created_at=now)
         _apply(key, body, now)
         await _db(lambda: managed.db.insert(key))
         await managed.changed()

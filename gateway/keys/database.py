@@ -16,8 +16,9 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
+from common.postgres import unreachable, where
 from gateway.keys.migrations import migrations
-from gateway.keys.records import KEY_COLUMNS, TEAM_COLUMNS, ManagedKey, Team, key_from_row, stored, team_from_row
+from gateway.keys.records import KEY_COLUMNS, TEAM_COLUMNS, ManagedKey, Team, column_values, key_from_row, team_from_row
 
 T = TypeVar("T")
 
@@ -123,8 +124,6 @@ class _Postgres:
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
-        info = psycopg.conninfo.conninfo_to_dict(url)
-        self._where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -158,8 +157,7 @@ class _Postgres:
             raise Conflict((str(exc).strip().splitlines() or ["conflict"])[0]) from None
         except psycopg.OperationalError as exc:
             self._conn = None
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(": ")[-1]
-            raise DatabaseUnavailable(f"cannot reach PostgreSQL at {self._where}: {reason}") from None
+            raise DatabaseUnavailable(unreachable(self._url, exc)) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -170,8 +168,7 @@ def describe(url: str) -> str:
     """Where ``url`` points, for logs (no credentials)."""
     if url.startswith("sqlite:///"):
         return url
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return f"postgresql://{where(url)}/{psycopg.conninfo.conninfo_to_dict(url).get('dbname', '')}"
 
 
 class KeyDatabase:
@@ -237,6 +234,7 @@ class KeyDatabase:
         )
         return int(revision[0][0]), [team_from_row(r) for r in teams], [key_from_row(r) for r in keys]
 
+    # (spend, budget_reset_at) of every budgeted key and team that spent in its window (one not listed spent nothing).
     _BUDGETS: tuple[Statement, Statement] = (
         ("SELECT token, spend, budget_reset_at FROM managed_keys WHERE max_budget IS NOT NULL AND spend > 0", ()),
         ("SELECT team_id, spend, budget_reset_at FROM managed_teams WHERE max_budget IS NOT NULL AND spend > 0", ()),
@@ -246,12 +244,6 @@ class KeyDatabase:
     def _budgets(keys: list[tuple[Any, ...]], teams: list[tuple[Any, ...]]) -> tuple[Budgets, Budgets]:
         return {r[0]: (float(r[1]), r[2]) for r in keys}, {r[0]: (float(r[1]), r[2]) for r in teams}
 
-    def budgets(self) -> tuple[Budgets, Budgets]:
-        """(spend, budget_reset_at) of every key and team that has a budget and spent in its window
-        (one that is not listed spent nothing)."""
-        keys, teams = self._run(list(self._BUDGETS))
-        return self._budgets(keys, teams)
-
     # Writes the admin API makes.
 
     def _bump(self) -> Statement:
@@ -260,9 +252,8 @@ class KeyDatabase:
     def insert(self, record: ManagedKey | Team) -> None:
         table, columns = _table(record)
         marks = ", ".join("?" for _ in columns)
-        values = [getattr(record, c) for c in columns]
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-        self._run([(sql, [stored(v, c) for v, c in zip(values, columns, strict=True)]), self._bump()])
+        self._run([(sql, column_values(record, columns)), self._bump()])
 
     def update(self, record: ManagedKey | Team, changed: Iterable[str]) -> None:
         """Write ``changed`` fields of ``record`` (found by its id)."""
@@ -271,8 +262,7 @@ class KeyDatabase:
         assignments = ", ".join(f"{name} = ?" for name in names)
         id_column = "token" if isinstance(record, ManagedKey) else "team_id"
         sql = f"UPDATE {table} SET {assignments} WHERE {id_column} = ?"  # noqa: S608
-        values = [stored(getattr(record, n), n) for n in names]
-        self._run([(sql, [*values, getattr(record, id_column)]), self._bump()])
+        self._run([(sql, [*column_values(record, names), getattr(record, id_column)]), self._bump()])
 
     def delete_keys(self, tokens: Sequence[str]) -> list[str]:
         """Delete these keys; the ones that existed."""

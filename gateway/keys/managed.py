@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from common.auth import digest
 from common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from gateway.auth import Principal
 from gateway.config import GatewaySettings
@@ -243,7 +242,7 @@ class ManagedKeys:
 
     # Background work.
 
-    async def _every(self, interval_s: float, work: Callable[[], object]) -> None:
+    async def _every(self, interval_s: float, work: Callable[[], Awaitable[None]]) -> None:
         """``work`` every ``interval_s`` until ``close``, which lets the work under way finish (a flush
         cancelled mid-write would leave its batch neither written nor put back)."""
         while not self._stopping.is_set():
@@ -252,9 +251,7 @@ class ManagedKeys:
             if self._stopping.is_set():
                 return
             try:
-                result = work()
-                if asyncio.iscoroutine(result):
-                    await result
+                await work()
             except DatabaseUnavailable as exc:
                 log.warning("managed keys: %s", exc)
             except Exception:
@@ -313,6 +310,8 @@ class ManagedKeys:
             except DatabaseUnavailable:
                 self.counter.put_back(batch)
                 self.metrics.spend_flush_failures.inc()
+                if self.counter.dropped_logs:
+                    log.warning("managed keys: %d request spend logs dropped while waiting", self.counter.dropped_logs)
                 raise
             self.key_budgets, self.team_budgets = key_budgets, team_budgets
             self._budgets_read = True
@@ -365,7 +364,3 @@ def allowed_models(key: ManagedKey, team: Team | None) -> frozenset[str] | None:
     if own is None:
         return team_models
     return own if team_models is None else own & team_models
-
-
-def new_key_digest(key: str) -> str:
-    return digest(key).hex()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,21 +63,13 @@ KEY_COLUMNS = ("token", "key_name", "key_alias", "team_id", "expires", *LIMIT_CO
 _JSON = frozenset({"models", "metadata"})
 
 
-def column_values(record: Limits, columns: tuple[str, ...]) -> tuple[Any, ...]:
-    """``record``'s values for ``columns``, lists and mappings as JSON text."""
-    values = []
-    for name in columns:
-        value = getattr(record, name)
-        if name in _JSON:
-            value = json.dumps(value, separators=(",", ":"))
-        elif name == "blocked":
-            value = int(value)
-        values.append(value)
-    return tuple(values)
+def column_values(record: Limits, columns: Iterable[str]) -> tuple[Any, ...]:
+    """``record``'s values for ``columns`` as the columns store them: lists and mappings as JSON
+    text, flags as 0 or 1."""
+    return tuple(_stored(getattr(record, name), name) for name in columns)
 
 
-def stored(value: Any, name: str) -> Any:
-    """A value as a column stores it."""
+def _stored(value: Any, name: str) -> Any:
     if name in _JSON:
         return json.dumps(value, separators=(",", ":"))
     if name == "blocked":
@@ -113,7 +106,3 @@ def shown(record: Limits) -> dict[str, Any]:
         if name in out:
             out[name] = iso(out[name])
     return out
-
-
-def field_names(kind: type[Limits]) -> frozenset[str]:
-    return frozenset(f.name for f in fields(kind))

@@ -113,9 +113,6 @@ class SpendCounter:
         self.dropped_logs += len(batch.logs) - len(kept)
         self._logs = kept + self._logs
 
-    def pending_for(self, token: str) -> float:
-        return self.unwritten_keys.get(token, 0.0)
-
 
 def _subtract(sums: dict[str, float], name: str, amount: float) -> None:
     left = sums.get(name, 0.0) - amount
