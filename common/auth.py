@@ -26,7 +26,11 @@ def bearer_token(authorization: str | None) -> str:
 
 def find_key(presented: str, digests: Iterable[bytes]) -> bytes | None:
     """The stored digest matching ``presented``; compares against every one, so timing reveals nothing."""
-    wanted = digest(presented)
+    return find_digest(digest(presented), digests)
+
+
+def find_digest(wanted: bytes, digests: Iterable[bytes]) -> bytes | None:
+    """``wanted`` among ``digests``, compared against every one in constant time."""
     found = None
     for candidate in digests:
         if hmac.compare_digest(candidate, wanted) and found is None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from common.auth import bearer_token, digest, find_key
+from common.auth import bearer_token, digest, find_digest, find_key
 from gateway.config import ProxyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from gateway.limits.shared import KeyLimits
@@ -102,12 +102,12 @@ class KeyStore:
         """The caller behind an ``Authorization`` header, or 401."""
         if self.is_open:
             return OPEN_ACCESS
-        presented = bearer_token(authorization)
-        found = find_key(presented, self._principals)
+        wanted = digest(bearer_token(authorization))
+        found = find_digest(wanted, self._principals)
         if found is not None:
             return self._principals[found]
         # Managed keys are random 256-bit secrets: looked up by digest, as a hash table does.
-        managed = self.managed.find(digest(presented)) if self.managed is not None else None
+        managed = self.managed.find(wanted) if self.managed is not None else None
         if managed is None:
             raise AuthenticationFailed("invalid API key")
         if managed.guard is not None:
