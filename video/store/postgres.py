@@ -11,6 +11,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
+from common.postgres import unreachable
 from video.store.base import KEEP_DESCRIPTION, SessionGone, StoreUnavailable
 from video.store.migrations import migrations
 from video.store.queries import FRAME_COLUMNS, LAST_FRAME_INDEX, LAST_TIME_S, Statements
@@ -59,10 +60,7 @@ class PostgresStore:
             with self._lock:
                 self._migrate(self._connect())
         except psycopg.OperationalError as exc:
-            info = psycopg.conninfo.conninfo_to_dict(url)
-            where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(": ")[-1]
-            raise StoreUnavailable(f"cannot reach PostgreSQL at {where}: {reason}") from None
+            raise StoreUnavailable(unreachable(url, exc)) from None
 
     def _connect(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
