@@ -142,24 +142,31 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_check_manifests(args: argparse.Namespace) -> int:
-    from launch.manifests import check_overlay, documented_secrets
+    from launch.manifests import check_chart, documented_secrets, value_sets
 
     root = next((r for r in (Path.cwd(), ROOT) if (r / "deploy" / "monitoring" / "vllm-metrics.txt").is_file()), None)
     if root is None:
         print("error: check-manifests runs in a checkout of the project (no deploy/ folder here)", file=sys.stderr)
         return 1
+    chart = (args.chart or root / "deploy" / "k8s" / "chart").resolve()
+    if not (chart / "Chart.yaml").is_file():
+        print(f"error: {chart} is not a Helm chart (no Chart.yaml)", file=sys.stderr)
+        return 1
+    missing = [str(path) for path in args.values if not path.is_file()]
+    if missing:
+        print(f"error: no such values file: {', '.join(missing)}", file=sys.stderr)
+        return 1
     known = set((root / "deploy" / "monitoring" / "vllm-metrics.txt").read_text().split())
     known |= _own_metric_names()
+    secrets = documented_secrets(root / "README.md")
     failed = False
-    for overlay in args.overlays:
-        try:
-            problems = check_overlay(overlay.resolve(), root, documented_secrets(root / "README.md"), known)
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+    # One install per values file given (each over the chart's defaults), else every documented one.
+    for files in [[path] for path in args.values] or value_sets(chart):
+        problems = check_chart(chart, files, root, secrets, known)
         for problem in problems:
             print(problem, file=sys.stderr)
-        print(f"{overlay}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        label = ", ".join(str(path) for path in files) or "defaults"
+        print(f"{label}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         failed = failed or bool(problems)
     return 1 if failed else 0
 
@@ -210,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.set_defaults(handler=cmd_tiny_model)
 
-    check = commands.add_parser("check-manifests", help="validate Kubernetes overlays offline")
-    check.add_argument("overlays", nargs="+", type=Path)
+    check = commands.add_parser("check-manifests", help="lint, render and validate the Helm chart offline")
+    check.add_argument("values", nargs="*", type=Path, help="values files (default: the chart's documented sets)")
+    check.add_argument("--chart", type=Path, help="the chart's folder (default: deploy/k8s/chart)")
     check.set_defaults(handler=cmd_check_manifests)
 
     up = commands.add_parser("up", help="start vLLM, the gateway and the video service together")

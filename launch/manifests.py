@@ -1,14 +1,15 @@
-"""Offline checks of the Kubernetes manifests: render each overlay with ``kubectl kustomize``,
-validate every object against the Kubernetes schemas (core kinds) or the CRD models (KEDA,
-Prometheus Operator), and check what no schema does: selectors that match their pods,
-containers with resources, probes and a hardened security context, Secrets that the README
-documents, and metric names that really exist. Every problem names the source file and field."""
+"""Offline checks of the Helm chart: lint it, render it for a value set (through Helm's own Go SDK,
+``helm-python-sdk``: no binary, no cluster), validate every object against the Kubernetes schemas
+(core kinds) or the CRD models (KEDA, Prometheus Operator), and check what no schema does:
+selectors that match their pods, GPUs on the engines, resources, probes and a hardened security
+context on every other container, disruption budgets for replicated Deployments, pods scraped once,
+Secrets that the README documents, and metric names that really exist. Every problem names the
+template and the field."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,10 +19,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-ORIGIN = "config.kubernetes.io/origin"
+from launch.catalogue import find
+from launch.profiles import Profile, vllm_command
+
 OLDEST_KUBERNETES = "1.29.0"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 METRIC = re.compile(r"\b((?:gateway_|video_|vllm:)[a-zA-Z0-9_:]+)")
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+RELEASE = "mmgateway"
 
 
 @dataclass(frozen=True)
@@ -35,38 +40,88 @@ class Problem:
         return f"{self.file}: {self.obj}: {self.field}: {self.message}"
 
 
-def render(overlay: Path) -> list[dict[str, Any]]:
-    """The objects ``kubectl kustomize`` renders for ``overlay`` (no cluster needed)."""
+@dataclass(frozen=True)
+class Rendered:
+    """One object of a rendered chart and the template it came from."""
+
+    template: str
+    doc: dict[str, Any]
+
+
+class ChartError(Exception):
+    """The chart cannot be rendered with these values (a schema violation, a failing template)."""
+
+
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` as Helm merges value files: maps merge, other values replace, null deletes."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_values(files: Iterable[Path]) -> dict[str, Any]:
+    """The values of ``-f`` files, later ones over earlier ones."""
+    values: dict[str, Any] = {}
+    for path in files:
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ChartError(f"{path}: a values file holds a mapping, not {type(data).__name__}")
+        values = merge_values(values, data)
+    return values
+
+
+def render(chart: Path, values: dict[str, Any] | None = None, namespace: str = RELEASE) -> list[Rendered]:
+    """The objects ``helm template`` renders for ``chart`` with ``values`` over its defaults."""
+    from helm_python.chart import Chart
+
+    loaded = Chart.load(chart)
     try:
-        result = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise RuntimeError("kubectl is not installed: it renders the kustomize overlays") from None
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl kustomize {overlay} failed: {result.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        manifests = loaded.render(values or None, name=RELEASE, namespace=namespace, is_install=True)
+    except Exception as exc:  # HelmValuesError, HelmRenderError: the message names the value or template
+        raise ChartError(" ".join(str(exc).split())) from None
+    finally:
+        loaded.close()
+    rendered: list[Rendered] = []
+    for key in sorted(manifests):
+        if not key.endswith((".yaml", ".yml")):
+            continue  # NOTES.txt
+        template = key.split("/", 1)[1]  # "<chart name>/templates/x.yaml"
+        rendered += [Rendered(template, doc) for doc in yaml.safe_load_all(manifests[key]) if doc]
+    return rendered
 
 
-def source_file(doc: dict[str, Any], overlay: Path, root: Path) -> str:
-    """The file an object came from, from kustomize's origin annotation."""
-    origin = ((doc.get("metadata") or {}).get("annotations") or {}).get(ORIGIN)
-    if not origin:
-        return str(overlay.relative_to(root))
-    data = yaml.safe_load(origin) or {}
-    relative = data.get("path") or data.get("configuredIn") or ""
-    return str((overlay / relative).resolve().relative_to(root.resolve()))
+def lint(chart: Path, values: dict[str, Any] | None = None) -> list[str]:
+    """``helm lint --strict``'s warnings and errors (its info lines, such as a missing icon, are not problems)."""
+    from helm_python.chart import lint as helm_lint
+
+    report = helm_lint(chart, values or None, strict=True, kube_version=f"v{OLDEST_KUBERNETES}")
+    return [
+        f"{m.get('path')}: {' '.join(str(m.get('error')).split())}" for m in report["messages"] if m["severity"] >= 2
+    ]
+
+
+def profile_args(profile: Profile) -> dict[str, Any]:
+    """A launch profile as the chart's ``vllm.profiles`` entry holds it: the model and the flags after
+    ``--model``, ``--served-model-name``, ``--host`` and ``--port`` (which the chart sets), as ``--flag=value``."""
+    argv = vllm_command(profile, find(profile.model).repo_id, "x", python="python3", offline=False).argv
+    flags: list[str] = []
+    for token in argv[3:]:
+        if token.startswith("--") or not flags:
+            flags.append(token)
+        else:
+            flags[-1] += f"={token}"
+    fixed = ("--model=", "--served-model-name=", "--host=", "--port=")
+    return {"model": find(profile.model).repo_id, "args": [f for f in flags if not f.startswith(fixed)]}
 
 
 def _name(doc: dict[str, Any]) -> str:
     return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-
-
-def _strip_origin(doc: dict[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = json.loads(json.dumps(doc))
-    annotations = clean.get("metadata", {}).get("annotations", {})
-    annotations.pop(ORIGIN, None)
-    if not annotations:
-        clean.get("metadata", {}).pop("annotations", None)
-    return clean
 
 
 def _crd_model(doc: dict[str, Any]) -> type[BaseModel] | None:
@@ -125,7 +180,7 @@ def validate_schema(doc: dict[str, Any], version: str = OLDEST_KUBERNETES) -> li
             problems += [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
         return problems
     try:
-        kubernetes_validate.validate(_strip_origin(doc), version, strict=True)
+        kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         return [(".".join(str(p) for p in exc.path) or "(object)", exc.message)]
     except SchemaNotFoundError:
@@ -135,6 +190,13 @@ def validate_schema(doc: dict[str, Any], version: str = OLDEST_KUBERNETES) -> li
 
 def _matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def _overlaps(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
+    """Whether two Service selectors pick the same pods (one is contained in the other)."""
+    if not a or not b:
+        return False
+    return all(b.get(k) == v for k, v in a.items()) or all(a.get(k) == v for k, v in b.items())
 
 
 def _pod_templates(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, str]]]:
@@ -151,7 +213,6 @@ def check_selectors(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
     templates = _pod_templates(docs)
     pod_labels = [labels for _, labels in templates]
     names = {(d.get("kind"), d["metadata"]["name"]) for d in docs}
-    services = [d for d in docs if d.get("kind") == "Service"]
     for workload, labels in templates:
         selector = workload["spec"].get("selector", {}).get("matchLabels")
         if not _matches(selector, labels):
@@ -167,19 +228,47 @@ def check_selectors(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
             selector = (spec.get("selector") or spec.get("podSelector") or {}).get("matchLabels")
             if not any(_matches(selector, labels) for labels in pod_labels):
                 problems.append((doc, field, f"{selector} selects no pod template"))
-        if kind == "ServiceMonitor":
-            selector = spec.get("selector", {}).get("matchLabels")
-            targets = [s for s in services if _matches(selector, s["metadata"].get("labels", {}))]
-            if not targets:
-                problems.append((doc, "spec.selector.matchLabels", f"{selector} selects no Service"))
-            ports = {p.get("name") for s in targets for p in s["spec"].get("ports", [])}
-            for index, endpoint in enumerate(spec.get("endpoints", [])):
-                if targets and endpoint.get("port") not in ports:
-                    problems.append((doc, f"spec.endpoints[{index}].port", f"no port named {endpoint.get('port')}"))
         if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             target = spec.get("scaleTargetRef", {})
             if ((target.get("kind") or "Deployment"), target.get("name")) not in names:
                 problems.append((doc, "spec.scaleTargetRef", f"no Deployment named {target.get('name')}"))
+    return problems
+
+
+def check_monitors(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+    """Service and pod monitors that select something, on a port it has, and scrape each pod once."""
+    problems: list[tuple[dict[str, Any], str, str]] = []
+    services = [d for d in docs if d.get("kind") == "Service"]
+    templates = _pod_templates(docs)
+    for doc in docs:
+        kind, spec = doc.get("kind"), doc.get("spec") or {}
+        selector = spec.get("selector", {}).get("matchLabels")
+        if kind == "ServiceMonitor":
+            targets = [s for s in services if _matches(selector, s["metadata"].get("labels", {}))]
+            ports = {p.get("name") for s in targets for p in s["spec"].get("ports", [])}
+            endpoints, field, what = spec.get("endpoints", []), "spec.endpoints", "Service"
+            twice = sorted(
+                s["metadata"]["name"]
+                for s in targets
+                if any(t is not s and _overlaps(s["spec"].get("selector"), t["spec"].get("selector")) for t in targets)
+            )
+            if twice:
+                message = f"selects Services of the same pods ({', '.join(twice)}): each pod is scraped twice"
+                problems.append((doc, "spec.selector.matchLabels", message))
+        elif kind == "PodMonitor":
+            pods = [w for w, labels in templates if _matches(selector, labels)]
+            targets = pods
+            containers = [c for w in pods for c in w["spec"]["template"]["spec"].get("containers", [])]
+            ports = {p.get("name") for c in containers for p in c.get("ports", [])}
+            endpoints, field, what = spec.get("podMetricsEndpoints", []), "spec.podMetricsEndpoints", "pod template"
+        else:
+            continue
+        if not targets:
+            problems.append((doc, "spec.selector.matchLabels", f"{selector} selects no {what}"))
+            continue
+        for index, endpoint in enumerate(endpoints):
+            if endpoint.get("port") not in ports:
+                problems.append((doc, f"{field}[{index}].port", f"no port named {endpoint.get('port')}"))
     return problems
 
 
@@ -207,8 +296,10 @@ def check_containers(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], s
             seccomp = (security.get("seccompProfile") or pod_security.get("seccompProfile") or {}).get("type")
             if seccomp != "RuntimeDefault":
                 problems.append((workload, f"{where}.securityContext.seccompProfile", "must be RuntimeDefault"))
-            # GPU containers (the vLLM image) run as root and write caches; every other one is locked down.
-            if "nvidia.com/gpu" in (resources.get("limits") or {}):
+            # Engines (vLLM servers) need a GPU, run as root and write caches; every other container is locked down.
+            if ENGINE_MODULE in (container.get("command") or []):
+                if "nvidia.com/gpu" not in (resources.get("limits") or {}):
+                    problems.append((workload, f"{where}.resources.limits", "an engine container needs nvidia.com/gpu"))
                 continue
             if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
                 problems.append((workload, f"{where}.securityContext.runAsNonRoot", "must be true"))
@@ -248,20 +339,61 @@ def metric_names_used(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], 
     return used
 
 
-def check_overlay(
-    overlay: Path, root: Path, documented_secrets: set[tuple[str, str]], known_metrics: set[str]
+def _count(value: Any) -> int:
+    """A replica count, or 0 where it is not a number (the schema check reports that)."""
+    return value if isinstance(value, int) else 0
+
+
+def check_disruption_budgets(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+    """A PodDisruptionBudget for every Deployment that runs (or may be scaled to) two or more pods."""
+    problems: list[tuple[dict[str, Any], str, str]] = []
+    scaled: dict[str, int] = {}
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") in ("HorizontalPodAutoscaler", "ScaledObject"):
+            least = spec.get("minReplicas", spec.get("minReplicaCount", 1))
+            most = spec.get("maxReplicas", spec.get("maxReplicaCount", least))
+            scaled[spec.get("scaleTargetRef", {}).get("name", "")] = max(int(least), int(most))
+    budgets = [d["spec"].get("selector", {}).get("matchLabels") for d in docs if d.get("kind") == "PodDisruptionBudget"]
+    for workload, labels in _pod_templates(docs):
+        most = scaled.get(workload["metadata"]["name"], _count(workload["spec"].get("replicas", 1)))
+        if most >= 2 and not any(_matches(selector, labels) for selector in budgets):
+            problems.append(
+                (workload, "spec.replicas", f"up to {most} replicas and no PodDisruptionBudget selects them")
+            )
+    return problems
+
+
+def check_chart(
+    chart: Path,
+    values_files: list[Path],
+    root: Path,
+    documented_secrets: set[tuple[str, str]],
+    known_metrics: set[str],
 ) -> list[Problem]:
-    """Every problem of one rendered overlay."""
-    docs = render(overlay)
-    problems: list[Problem] = []
+    """Every problem of the chart rendered with ``values_files`` over its defaults."""
+    where = str(chart.resolve().relative_to(root.resolve()))
+    label = ", ".join(p.name for p in values_files) or "defaults"
+    try:
+        values = read_values(values_files)
+    except (OSError, yaml.YAMLError, ChartError) as exc:
+        return [Problem(where, label, "values", str(exc))]
+    problems = [Problem(where, label, "helm lint", message) for message in lint(chart, values)]
+    try:
+        rendered = render(chart, values)
+    except ChartError as exc:
+        return [*problems, Problem(where, label, "helm template", str(exc))]
+    docs = [r.doc for r in rendered]
+    origin = {id(r.doc): f"{where}/{r.template}" for r in rendered}
 
     def add(doc: dict[str, Any], field: str, message: str) -> None:
-        problems.append(Problem(source_file(doc, overlay, root), _name(doc), field, message))
+        problems.append(Problem(origin[id(doc)], _name(doc), field, message))
 
     for doc in docs:
         for field, message in validate_schema(doc):
             add(doc, field, message)
-    for doc, field, message in [*check_selectors(docs), *check_containers(docs)]:
+    checks = [check_selectors, check_monitors, check_containers, check_disruption_budgets]
+    for doc, field, message in [found for check in checks for found in check(docs)]:
         add(doc, field, message)
     for doc, field, name, key in secret_references(docs):
         if (name, key) not in documented_secrets:
@@ -270,6 +402,11 @@ def check_overlay(
         if metric not in known_metrics:
             add(doc, field, f"metric {metric} is not exported by the gateway, the video service or vLLM")
     return problems
+
+
+def value_sets(chart: Path) -> list[list[Path]]:
+    """The chart's documented installs: its defaults, then each ``values-<name>.yaml`` beside ``Chart.yaml``."""
+    return [[], *[[path] for path in sorted(chart.glob("values-*.yaml"))]]
 
 
 def documented_secrets(readme: Path) -> set[tuple[str, str]]:
