@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -147,6 +148,12 @@ def cmd_check_manifests(args: argparse.Namespace) -> int:
     root = next((r for r in (Path.cwd(), ROOT) if (r / "deploy" / "monitoring" / "vllm-metrics.txt").is_file()), None)
     if root is None:
         print("error: check-manifests runs in a checkout of the project (no deploy/ folder here)", file=sys.stderr)
+        return 1
+    missing_tools = [
+        m for m in ("helm_python", "kubernetes_validate", "cloudcoil") if importlib.util.find_spec(m) is None
+    ]
+    if missing_tools:
+        print(f"error: check-manifests needs {', '.join(missing_tools)}: pip install 'mmgateway[dev]'", file=sys.stderr)
         return 1
     chart = (args.chart or root / "deploy" / "k8s" / "chart").resolve()
     if not (chart / "Chart.yaml").is_file():

@@ -80,7 +80,10 @@ def render(chart: Path, values: dict[str, Any] | None = None, namespace: str = R
     """The objects ``helm template`` renders for ``chart`` with ``values`` over its defaults."""
     from helm_python.chart import Chart
 
-    loaded = Chart.load(chart)
+    try:
+        loaded = Chart.load(chart)
+    except Exception as exc:  # HelmChartLoadError: no chart there, or a malformed Chart.yaml
+        raise ChartError(" ".join(str(exc).split())) from None
     try:
         manifests = loaded.render(values or None, name=RELEASE, namespace=namespace, is_install=True)
     except Exception as exc:  # HelmValuesError, HelmRenderError: the message names the value or template
@@ -372,13 +375,18 @@ def check_chart(
     known_metrics: set[str],
 ) -> list[Problem]:
     """Every problem of the chart rendered with ``values_files`` over its defaults."""
-    where = str(chart.resolve().relative_to(root.resolve()))
+    where = str(
+        chart.resolve().relative_to(root.resolve()) if chart.resolve().is_relative_to(root.resolve()) else chart
+    )
     label = ", ".join(p.name for p in values_files) or "defaults"
     try:
         values = read_values(values_files)
     except (OSError, yaml.YAMLError, ChartError) as exc:
         return [Problem(where, label, "values", str(exc))]
-    problems = [Problem(where, label, "helm lint", message) for message in lint(chart, values)]
+    try:
+        problems = [Problem(where, label, "helm lint", message) for message in lint(chart, values)]
+    except Exception as exc:  # a chart Helm cannot load at all (Chart.yaml missing or malformed)
+        return [Problem(where, label, "helm lint", " ".join(str(exc).split()))]
     try:
         rendered = render(chart, values)
     except ChartError as exc:

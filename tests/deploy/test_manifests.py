@@ -360,7 +360,11 @@ def test_monitoring_objects_follow_the_cluster_unless_told() -> None:
 
 
 def test_parts_can_be_left_out() -> None:
-    docs = _objects({"vllm": {"enabled": False}, "video": {"enabled": False}, "networkPolicy": {"enabled": False}})
+    off = {"vllm": {"enabled": False}, "video": {"enabled": False}, "networkPolicy": {"enabled": False}}
+    with pytest.raises(ChartError, match=r"chat falls back to \"vision\", which is no group of the gateway's config"):
+        render(CHART, off)
+    off["gateway"] = {"config": {"router_settings": {"fallbacks": None}}}
+    docs = _objects(off)
     assert {name for kind, name in docs if kind == "Deployment"} == {"gateway", "redis"}
     assert not any(kind == "NetworkPolicy" for kind, _ in docs)
 
@@ -436,6 +440,13 @@ def test_check_manifests_command(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert f"{typo}: " in captured.out
     assert main(["check-manifests", str(tmp_path / "missing.yaml")]) == 1
     assert "no such values file" in capsys.readouterr().err
+    broken = tmp_path / "chart"
+    broken.mkdir()
+    (broken / "Chart.yaml").write_text("name: [\n")
+    assert main(["check-manifests", "--chart", str(broken)]) == 1
+    assert "helm template: cannot load Chart.yaml" in capsys.readouterr().err
+    assert main(["check-manifests", "--chart", str(tmp_path)]) == 1
+    assert "is not a Helm chart" in capsys.readouterr().err
 
 
 def test_prod_runs_video_jobs_on_temporal_workers() -> None:

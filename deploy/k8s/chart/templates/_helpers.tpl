@@ -115,6 +115,17 @@ redis
 {{- $_ := set $router "redis_port" (int .Values.redis.port) -}}
 {{- end -}}
 {{- $_ := set $config "router_settings" $router -}}
+{{- $final := list -}}
+{{- range $config.model_list }}{{ $final = append $final .model_name }}{{ end -}}
+{{- range ($router.fallbacks | default list) -}}
+{{- range $from, $to := . -}}
+{{- range $to -}}
+{{- if not (has . $final) -}}
+{{- fail (printf "gateway.config.router_settings.fallbacks: %s falls back to %q, which is no group of the gateway's config (is the part that serves it disabled?)" $from .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.video.enabled -}}
 {{- $settings := $config.gateway_settings | default dict -}}
 {{- $keys := $settings.api_keys | default list -}}
