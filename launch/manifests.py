@@ -231,10 +231,31 @@ def check_selectors(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
             selector = (spec.get("selector") or spec.get("podSelector") or {}).get("matchLabels")
             if not any(_matches(selector, labels) for labels in pod_labels):
                 problems.append((doc, field, f"{selector} selects no pod template"))
+        if kind == "Ingress":
+            problems += _ingress_backends(doc, docs)
         if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             target = spec.get("scaleTargetRef", {})
             if ((target.get("kind") or "Deployment"), target.get("name")) not in names:
                 problems.append((doc, "spec.scaleTargetRef", f"no Deployment named {target.get('name')}"))
+    return problems
+
+
+def _ingress_backends(ingress: dict[str, Any], docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+    """An Ingress's backends name a Service and one of its ports."""
+    services = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Service"}
+    problems: list[tuple[dict[str, Any], str, str]] = []
+    for r, rule in enumerate(ingress["spec"].get("rules", [])):
+        for p, path in enumerate((rule.get("http") or {}).get("paths", [])):
+            backend = (path.get("backend") or {}).get("service") or {}
+            field = f"spec.rules[{r}].http.paths[{p}].backend.service"
+            service = services.get(backend.get("name", ""))
+            if service is None:
+                problems.append((ingress, field, f"no Service named {backend.get('name')}"))
+                continue
+            port = backend.get("port") or {}
+            ports = service["spec"].get("ports", [])
+            if not any(port.get("number") == q.get("port") or port.get("name") == q.get("name") for q in ports):
+                problems.append((ingress, f"{field}.port", f"Service {service['metadata']['name']} has no port {port}"))
     return problems
 
 

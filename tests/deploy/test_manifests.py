@@ -224,6 +224,13 @@ T = "deploy/k8s/chart/templates/"
             f"{T}gateway.yaml: Deployment/gateway: spec.replicas: up to 3 replicas and no PodDisruptionBudget",
         ),
         (
+            "templates/ingress.yaml",
+            '"gateway" 4000 "video" 8080',
+            '"gateway" 4001 "video" 8080',
+            f"{T}ingress.yaml: Ingress/gateway: spec.rules[0].http.paths[0].backend.service.port: "
+            "Service gateway has no port {'number': 4001}",
+        ),
+        (
             "values-dev.yaml",
             "gateway:\n  replicas: 1",
             "gateway:\n  replica: 1",
@@ -248,7 +255,11 @@ def test_broken_charts_are_caught_with_template_and_field(
     known = vllm_metrics | {"gateway_requests_total", "gateway_deployment_healthy"}
     known |= {"gateway_request_duration_seconds_bucket", "video_jobs_total", "gateway_spend_flush_failures_total"}
     secrets = documented_secrets(broken_copy / "README.md")
-    problems = [str(p) for p in check_chart(chart, [chart / "values-dev.yaml"], broken_copy, secrets, known)]
+    problems = [
+        str(p)
+        for name in ("dev", "prod")
+        for p in check_chart(chart, [chart / f"values-{name}.yaml"], broken_copy, secrets, known)
+    ]
     assert any(p.startswith(expected) for p in problems), "\n".join(problems)
 
 
