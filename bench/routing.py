@@ -2,8 +2,10 @@
 of vLLM pods (bench.sim_vllm), behind two gateway replicas, with the same arrivals for each.
 
 Workloads (Poisson arrivals, seeded):
-  (a) chat over videos: 40 sessions, each a 4,000-6,000-token context asked 5-10 questions,
-      with the session key the video service sends (``x-session-id``);
+  (a) chat over videos: 40 sessions starting over 12 s, each a 4,000-6,000-token context asked
+      5-10 questions about 1 s apart, with the session key the video service sends
+      (``x-session-id``). At this load, prefilling every prompt in full needs 2.7 times the
+      fleet's prefill capacity over the arrivals, prefilling each context once 0.4 times;
   (b) frame descriptions: one shared instruction and a unique image per request;
   (c) no reuse: unique prompts.
 
@@ -11,7 +13,7 @@ Each request streams; time to first token is measured by the client. Throughput 
 tokens over the time from the first arrival to the last answer. The prefix-cache hit rate is the
 pods' own ``vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total``.
 
-Run: ``python -m bench.routing [--pods 4] [--replicas 2] [--scale 1.0]`` (about nine minutes).
+Run: ``python -m bench.routing [--pods 4] [--replicas 2] [--scale 1.0]`` (about six minutes).
 """
 
 from __future__ import annotations
@@ -282,7 +284,9 @@ async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-routing-"))
     scale = args.scale
     workloads = {
-        "(a) chat over videos": video_chat(random.Random(1), starts_s=12.0 / scale, gap_s=1.5 / scale),
+        "(a) chat over videos": video_chat(
+            random.Random(1), starts_s=args.session_starts / scale, gap_s=args.question_gap / scale
+        ),
         "(b) frame descriptions": frame_descriptions(random.Random(2), 30 * scale, int(300 * scale)),
         "(c) no reuse": no_reuse(random.Random(3), 18 * scale, int(240 * scale)),
     }
@@ -331,6 +335,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="gateway replicas the requests alternate over")
     parser.add_argument("--scale", type=float, default=1.0, help="arrival rates and counts (b, c) times this")
     parser.add_argument("--workloads", default="abc")
+    parser.add_argument(
+        "--session-starts", type=float, default=12.0, help="(a): seconds over which the 40 sessions start"
+    )
+    parser.add_argument(
+        "--question-gap", type=float, default=1.0, help="(a): mean seconds between a session's questions"
+    )
     parser.add_argument("--prefix-weight", type=float, help="engine-aware's routing_strategy_args.prefix_weight")
     parser.add_argument("--cache-tokens", type=int, default=64_000, help="each pod's prefix cache")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))

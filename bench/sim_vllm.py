@@ -8,7 +8,9 @@ engine does.
   are not prefilled again, and a request waits while its blocks do not fit.
 - **Scheduling.** Requests wait in a FCFS queue and run up to ``max_num_seqs`` at once. Each
   engine step spends ``max_batched_tokens`` on one decode token per running request first, then
-  on prefill (chunked: a long prompt takes several steps). A step lasts
+  on the running requests' prefill (chunked: a long prompt takes several steps), then on
+  waiting requests, which start only while that budget lasts and look their prefix up then:
+  a repeat of a prompt still being prefilled waits, and then reuses its blocks. A step lasts
   ``step_s + prefill tokens * prefill_s_per_token + running * decode_s_per_seq``.
 - **Metrics** in vLLM's names: ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc``, ``vllm:prefix_cache_queries_total``,
@@ -152,9 +154,17 @@ class SimEngine:
         self.running.append(request)
         return True
 
+    def _schedule(self, request: SimRequest, budget: int, prefilled: list[tuple[SimRequest, int]]) -> int:
+        """Give ``request`` this step's next prefill chunk; the tokens it takes from ``budget``."""
+        chunk = min(request.to_prefill, budget)
+        prefilled.append((request, chunk))
+        request.to_prefill -= chunk
+        self._computed(request)
+        return chunk
+
     def _computed(self, request: SimRequest) -> None:
-        """Blocks of the prompt computed so far become reusable (as vLLM caches each full block
-        once a prefill chunk has computed it)."""
+        """Blocks of the prompt scheduled so far become reusable (as vLLM caches each full block
+        once a step is given its tokens, so a request scheduled after it in the same step reuses it)."""
         done = (request.prompt_tokens - request.to_prefill) // BLOCK_TOKENS
         for digest in request.blocks[request.computed_blocks : done]:
             self.blocks[digest].ready = True
@@ -173,21 +183,24 @@ class SimEngine:
             if not self.running and not self.waiting:
                 self._wake.clear()
                 await self._wake.wait()
-            while self.waiting and len(self.running) < spec.max_num_seqs and self._admit(self.waiting[0]):
-                self.waiting.popleft()
-            if not self.running:  # nothing fits: the head request is larger than the whole cache
-                request = self.waiting.popleft()
-                request.tokens.put_nowait(None)
-                continue
             budget = spec.max_batched_tokens
             decoding = [r for r in self.running if r.to_prefill == 0]
             budget -= len(decoding)
             prefilled: list[tuple[SimRequest, int]] = []
             for request in self.running:
                 if request.to_prefill and budget > 0:
-                    chunk = min(request.to_prefill, budget)
-                    prefilled.append((request, chunk))
-                    budget -= chunk
+                    budget -= self._schedule(request, budget, prefilled)
+            # As vLLM's scheduler: waiting requests start only while this step's token budget lasts
+            # after the running ones, and look their prefix up in the cache as it is then (so a
+            # repeat of a prompt still being prefilled waits, then reuses its blocks).
+            while (
+                self.waiting and budget > 0 and len(self.running) < spec.max_num_seqs and self._admit(self.waiting[0])
+            ):
+                budget -= self._schedule(self.waiting.popleft(), budget, prefilled)
+            if not self.running:  # nothing fits: the head request is larger than the whole cache
+                request = self.waiting.popleft()
+                request.tokens.put_nowait(None)
+                continue
             prefill_tokens = sum(chunk for _, chunk in prefilled)
             await asyncio.sleep(
                 spec.step_s + prefill_tokens * spec.prefill_s_per_token + len(self.running) * spec.decode_s_per_seq
@@ -195,9 +208,7 @@ class SimEngine:
             for request in decoding:
                 request.generated += 1
                 request.tokens.put_nowait(request.generated)
-            for request, chunk in prefilled:
-                request.to_prefill -= chunk
-                self._computed(request)
+            for request, _ in prefilled:
                 if request.to_prefill == 0:  # the prompt is in: its first token comes with this step
                     request.generated += 1
                     request.tokens.put_nowait(request.generated)

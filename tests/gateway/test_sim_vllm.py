@@ -1,6 +1,7 @@
 """The routing benchmark's simulated vLLM pod behaves as vLLM does where routing matters: repeats
 hit its prefix cache, the least recently used blocks are evicted first, a request waits while its
-blocks do not fit, and its /metrics read as a real engine's."""
+blocks do not fit, a repeat of a prompt being prefilled waits and reuses it, and its /metrics
+read as a real engine's."""
 
 from __future__ import annotations
 
@@ -68,5 +69,24 @@ async def test_a_request_waits_while_its_blocks_do_not_fit() -> None:
         while await other.tokens.get() is not None:
             pass
         assert other.generated == other.max_tokens
+    finally:
+        runner.cancel()
+
+
+@pytest.mark.unit
+async def test_a_repeat_of_a_prompt_being_prefilled_waits_then_reuses_it() -> None:
+    """As vLLM's scheduler: waiting requests start only with token budget left after the running
+    ones, so a repeat does not prefill the same context a second time beside the first."""
+    engine = SimEngine(PodSpec(cache_tokens=64 * BLOCK_TOKENS, max_batched_tokens=4 * BLOCK_TOKENS, step_s=0.0005,
+                               prefill_s_per_token=0.0, decode_s_per_seq=0.0))  # fmt: skip
+    first = _request(_text("a", 30))
+    runner = asyncio.create_task(engine.run())
+    try:
+        repeat = _request(_text("a", 30) + " and a question")
+        engine.submit(first)
+        engine.submit(repeat)  # both queued before a step: the first's prompt takes every step's budget
+        await asyncio.wait_for(_served(engine, repeat), 5)
+        assert repeat.cached_tokens >= 29 * BLOCK_TOKENS
+        assert engine.prefix_hits >= 29 * BLOCK_TOKENS
     finally:
         runner.cancel()
