@@ -514,3 +514,28 @@ def test_vllm_admits_the_clips_the_video_service_sends(value_set: str) -> None:
     (limits,) = [a.split("=", 1)[1] for a in args if a.startswith("--limit-mm-per-prompt=")]
     assert yaml.safe_load(limits)["video"] >= 1
     assert all(p.limit_mm_per_prompt.get("video", 0) >= 1 for p in PROFILES.values())
+
+
+def test_every_value_has_a_schema_and_every_schema_field_a_default() -> None:
+    """values.yaml and values.schema.json name the same fields (free-form maps aside), so a new value
+    cannot slip past the schema and the schema keeps no field the chart no longer reads."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    def fields(node: dict[str, Any], value: Any, path: str) -> list[str]:
+        node = resolve(node)
+        if node.get("additionalProperties") is not False or not isinstance(value, dict) or not value:
+            return []  # a free-form map (labels, the gateway config), a leaf, or {} for "unset"
+        declared = set(node.get("properties", {}))
+        problems = [f"{path}.{k}: no schema" for k in sorted(set(value) - declared)]
+        problems += [f"{path}.{k}: no default in values.yaml" for k in sorted(declared - set(value))]
+        for key in sorted(declared & set(value)):
+            problems += fields(node["properties"][key], value[key], f"{path}.{key}")
+        return problems
+
+    assert fields(schema, values, "") == []
