@@ -377,7 +377,7 @@ def check_disruption_budgets(docs: list[dict[str, Any]]) -> list[tuple[dict[str,
         if doc.get("kind") in ("HorizontalPodAutoscaler", "ScaledObject"):
             least = spec.get("minReplicas", spec.get("minReplicaCount", 1))
             most = spec.get("maxReplicas", spec.get("maxReplicaCount", least))
-            scaled[spec.get("scaleTargetRef", {}).get("name", "")] = max(int(least), int(most))
+            scaled[spec.get("scaleTargetRef", {}).get("name", "")] = max(_count(least), _count(most))
     budgets = [d["spec"].get("selector", {}).get("matchLabels") for d in docs if d.get("kind") == "PodDisruptionBudget"]
     for workload, labels in _pod_templates(docs):
         most = scaled.get(workload["metadata"]["name"], _count(workload["spec"].get("replicas", 1)))
