@@ -460,6 +460,22 @@ def test_check_manifests_command(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "is not a Helm chart" in capsys.readouterr().err
 
 
+def test_the_dev_install_needs_one_gpu() -> None:
+    docs = _objects(_value_set("dev"))
+    gpus = 0
+    for (kind, name), doc in docs.items():
+        if kind != "Deployment":
+            continue
+        scaler = docs.get(("ScaledObject", name)) or docs.get(("HorizontalPodAutoscaler", name))
+        most = (scaler or {}).get("spec", {}).get("maxReplicaCount") or (scaler or {}).get("spec", {}).get(
+            "maxReplicas"
+        )
+        replicas = most or doc["spec"].get("replicas", 1)
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            gpus += replicas * int(container["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+    assert gpus == 1
+
+
 def test_prod_runs_video_jobs_on_temporal_workers() -> None:
     docs = _objects(_value_set("prod"))
     api = docs[("Deployment", "video")]["spec"]
