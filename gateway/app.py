@@ -26,6 +26,7 @@ from gateway.config import ProxyConfig, load_config, per_worker
 from gateway.dataplane import GatewayApp, credential, proxy_endpoint
 from gateway.discovery import EndpointDiscovery, Resolver
 from gateway.endpoints import ENDPOINTS, MESSAGES
+from gateway.engine_share import SharedScrapes
 from gateway.engine_stats import EngineScraper, scraped
 from gateway.errors import GatewayError, ModelNotFound, anthropic_error_response, error_response, install_error_handlers
 from gateway.forwarding import Forwarder
@@ -86,10 +87,12 @@ def app_from_environment() -> FastAPI:
     env = read_env(settings.env_file)
     loaded = load_config(settings.config, env)
     slots = os.environ.get("GATEWAY_SLOTS_DIR")
+    engines = os.environ.get("GATEWAY_ENGINES_DIR")
     return create_app(
         per_worker(loaded.config, settings.workers),
         env,
         host_slots=Path(slots) if slots else None,
+        engine_scrapes=Path(engines) if engines else None,
         keys_database=keys_database_url(settings, env, loaded.config.general_settings.database_url),
         workers=settings.workers,
     )
@@ -102,15 +105,18 @@ def create_app(
     host_slots: Path | None = None,
     keys_database: str | None = None,
     workers: int = 1,
+    engine_scrapes: Path | None = None,
 ) -> FastAPI:
     """Build the gateway for ``config``; provider keys missing from it are read from ``env``;
     per-pod deployment names are looked up with ``resolver`` (DNS by default); ``host_slots``
-    names the folder where the workers of one host hold ``max_parallel_requests`` together;
+    names the folder where the workers of one host hold ``max_parallel_requests`` together,
+    ``engine_scrapes`` the one where one of them scrapes each engine for all;
     ``keys_database`` (a URL) holds managed keys, which need a master key (off without either);
     ``workers`` on this host share a managed key's local limits."""
     router = Router(config, os.environ if env is None else env)
     if host_slots is not None:
         router.host_slots = HostSlots(host_slots)
+    shared_scrapes = SharedScrapes(engine_scrapes) if engine_scrapes is not None else None
     keys = KeyStore(config)
     discovery = EndpointDiscovery(router, resolver, config.gateway_settings.dns_refresh_seconds)
     metrics = Metrics(lambda: (d for g in router.groups.values() for d in g.deployments), time.monotonic)
@@ -169,6 +175,7 @@ def create_app(
                 rs.engine_stats_interval,
                 rs.engine_stats_timeout,
                 lambda d: metrics.engine_scrape_failures.labels(d.group, d.id).inc(),
+                shared_scrapes,
             )
             background.append(asyncio.create_task(scraper.run()))
         try:
@@ -186,6 +193,8 @@ def create_app(
             await client.close()
             if router.host_slots is not None:
                 router.host_slots.close()
+            if shared_scrapes is not None:
+                shared_scrapes.close()
             state.access_log.flush()
 
     app = GatewayApp(

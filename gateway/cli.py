@@ -213,6 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "GATEWAY_WORKERS": str(settings.workers),
                 "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
                 "GATEWAY_SLOTS_DIR": os.path.join(metrics_dir, "slots"),
+                "GATEWAY_ENGINES_DIR": os.path.join(metrics_dir, "engines"),
             }
         )
         try:

@@ -5,12 +5,14 @@ its ``api_base`` every ``router_settings.engine_stats_interval`` seconds, bounde
 ``engine_stats_timeout``. What it reports (requests waiting and running, KV-cache usage, prefix
 cache hits and queries) is kept on the deployment, shown in ``/health/groups`` and exported as
 ``gateway_engine_*``. A deployment that does not answer has no current stats: it is unknown, never
-taken for idle.
+taken for idle. Under ``--workers N`` one worker of the host scrapes each engine for all of them
+(gateway.engine_share).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -21,8 +23,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.deployment import Deployment
+from gateway.engine_share import SharedScrapes
 
 log = logging.getLogger("gateway.engine")
+
+_SHARED_MAX_AGE_FACTOR = 2.0  # another worker's scrape older than this many intervals: scrape here
 
 # vLLM's names (the older KV-cache gauge too); counters are read from their ``_total`` sample.
 _GAUGES = {
@@ -113,12 +118,14 @@ class EngineScraper:
         interval_s: float = 1.0,
         timeout_s: float = 0.5,
         on_failure: Callable[[Deployment], None] | None = None,
+        shared: SharedScrapes | None = None,
     ) -> None:
         self._deployments = deployments
         self._fetch = fetch
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._on_failure = on_failure
+        self._shared = shared  # the host's other workers: one of them scrapes each engine
 
     async def run(self) -> None:
         while True:
@@ -131,14 +138,32 @@ class EngineScraper:
         for deployment in self._deployments():
             if scraped(deployment):
                 engines.setdefault(deployment.api_base.rstrip("/"), []).append(deployment)
-        await asyncio.gather(*(self._scrape_engine(same) for same in engines.values()))
+        if self._shared is not None:
+            self._shared.keep_only(set(engines))
+        await asyncio.gather(*(self._scrape_engine(engine, same) for engine, same in engines.items()))
 
-    async def _scrape_engine(self, same: list[Deployment]) -> None:
+    async def _scrape_engine(self, engine: str, same: list[Deployment]) -> None:
         first, *others = same
-        await self.scrape(first)
+        shared = self._shared
+        if shared is None or shared.owns(engine):
+            await self.scrape(first)
+            if shared is not None and first.engine is not None:
+                shared.publish(engine, dataclasses.asdict(first.engine))
+        elif not self._adopt(first, _stats(shared.read(engine))):
+            await self.scrape(first)  # the scraping worker has written nothing recent: ask the engine
         for deployment in others:
             deployment.engine = first.engine
             deployment.in_flight_at_scrape = deployment.in_flight
+
+    def _adopt(self, deployment: Deployment, stats: EngineStats | None) -> bool:
+        """Take another worker's recent scrape of the engine; False when there is none."""
+        max_age_s = _SHARED_MAX_AGE_FACTOR * self.interval_s + self.timeout_s
+        if stats is None or time.monotonic() - stats.scraped_at > max_age_s:
+            return False
+        if deployment.engine is None or deployment.engine.scraped_at != stats.scraped_at:
+            deployment.engine = stats
+            deployment.in_flight_at_scrape = deployment.in_flight  # a new answer: ours since start from now
+        return True
 
     async def scrape(self, deployment: Deployment) -> None:
         started = time.monotonic()
@@ -160,6 +185,16 @@ class EngineScraper:
         deployment.engine = stats
         if self._on_failure is not None:
             self._on_failure(deployment)
+
+
+def _stats(found: dict[str, Any] | None) -> EngineStats | None:
+    """Stats another worker published, or None when there are none (or they do not read)."""
+    if found is None or not isinstance(found.get("scraped_at"), int | float):
+        return None
+    try:
+        return EngineStats(**found)
+    except TypeError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -4,11 +4,15 @@ gateway_engine_* metrics; an engine that does not answer is unknown, never idle.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.deployment import Deployment
+from gateway.engine_share import SharedScrapes
 from gateway.engine_stats import EngineScraper, parse_engine_metrics
 from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, deployment
 from tests.metrics_samples import sample
@@ -147,3 +151,53 @@ async def test_scraping_is_off_with_an_interval_of_zero(upstream: UpstreamFactor
     await gw.openai().chat.completions.create(model="vision", messages=[{"role": "user", "content": "hi"}])
     assert "engines" not in (await gw.http.get("/health/groups")).json()["model_groups"]["vision"]
     assert fake.engine_scrapes == 0
+
+
+@pytest.mark.unit
+async def test_the_workers_of_a_host_scrape_each_engine_once(tmp_path: Path) -> None:
+    """Under --workers N one worker scrapes an engine and publishes it; the others read it, take
+    over when it is gone, and scrape for themselves while what it wrote is old."""
+
+    def vllm() -> Deployment:
+        return Deployment("vision", "vllm", "hosted_vllm", "m", "http://10.0.0.1:8000/v1", None, 1, 1, 1, True)
+
+    asked: list[str] = []
+    failures: list[str] = []
+    answer = {"status": 200}
+
+    def worker(name: str) -> tuple[EngineScraper, Deployment, SharedScrapes]:
+        async def fetch(deployment: Deployment, timeout: float) -> tuple[int, bytes]:
+            asked.append(name)
+            return answer["status"], VLLM_METRICS.encode()
+
+        seen, shared = vllm(), SharedScrapes(tmp_path / "engines")
+        scraper = EngineScraper(lambda: [seen], fetch, 1.0, 0.5, lambda d: failures.append(name), shared)
+        return scraper, seen, shared
+
+    (one, one_sees, one_shares), (two, two_sees, two_shares) = worker("one"), worker("two")
+    await one.scrape_all()
+    await two.scrape_all()
+    assert asked == ["one"]  # the engine was asked once for both workers
+    assert two_sees.engine is not None
+    assert two_sees.engine.waiting == 9.0
+    assert one_sees.engine is not None
+    assert two_sees.engine.scraped_at == one_sees.engine.scraped_at
+    answer["status"] = 503
+    await one.scrape_all()
+    await two.scrape_all()
+    assert asked == ["one", "one"]
+    assert two_sees.engine.error == "/metrics answered HTTP 503"  # the failure is shared, counted once
+    assert failures == ["one"]
+    answer["status"] = 200
+    one_shares.close()  # the scraping worker died: the kernel frees its lock
+    await two.scrape_all()
+    assert asked == ["one", "one", "two"]
+    assert two_sees.engine.waiting == 9.0
+    stale = {**json.loads(next((tmp_path / "engines").glob("*.json")).read_text()), "scraped_at": time.monotonic() - 60}
+    two_shares.keep_only(set())  # two lets go; one is back, holding the lock but not writing
+    one_shares.owns("http://10.0.0.1:8000/v1")
+    one_shares.publish("http://10.0.0.1:8000/v1", stale)
+    await two.scrape_all()
+    assert asked == ["one", "one", "two", "two"]  # what one wrote is old: two asks the engine itself
+    one_shares.close()
+    two_shares.close()

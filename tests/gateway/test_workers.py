@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ from tests.metrics_samples import sample
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 KEY = "sk-workers-0123456789"
+ENGINE_METRICS = '# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine="0"} 3.0\n'
 
 
 def _children(pid: int) -> list[int]:
@@ -106,5 +109,43 @@ async def test_max_parallel_requests_holds_across_workers_without_redis(
         statuses = await asyncio.gather(*(one() for _ in range(24)))
         assert statuses == [200] * 24
         assert fake.max_in_flight == 1, "three workers together went past max_parallel_requests: 1"
+    finally:
+        gateway.stop()
+
+
+async def test_one_worker_scrapes_each_engine_for_all(upstream: UpstreamFactory, tmp_path: Path) -> None:
+    """Three workers, one vLLM: it is asked about once an interval, not three times, and every
+    worker reports its stats."""
+    fake = await upstream("vllm", engine_metrics=ENGINE_METRICS)
+    interval = 0.1
+    config = {
+        "model_list": [deployment("vision", fake)],
+        "router_settings": {"engine_stats_interval": interval},
+        "gateway_settings": {"api_keys": [{"key": KEY}]},
+    }
+    gateway = GatewayProcess(tmp_path, config, workers=3)
+    try:
+        await gateway.wait_up()
+        for _ in range(100):  # until the workers asked (a new connection each) all report the engine
+            reports = []
+            for _ in range(6):
+                async with httpx.AsyncClient(
+                    base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}
+                ) as client:
+                    group = (await client.get("/health/groups")).json()["model_groups"]["vision"]
+                reports.append(next(iter(group.get("engines", {}).values()), {}))
+            if all(report.get("waiting") == 3.0 for report in reports):
+                break
+            await asyncio.sleep(interval)
+        else:
+            raise AssertionError(f"not every worker reports the engine: {reports}")
+        start, started = fake.engine_scrapes, time.monotonic()
+        for _ in range(1000):  # until twelve more scrapes
+            if fake.engine_scrapes >= start + 12:
+                break
+            await asyncio.sleep(interval / 4)
+        elapsed = time.monotonic() - started
+        # One scraper: 12 scrapes take about 12 intervals (three unshared workers: about 4).
+        assert elapsed >= 12 * interval * 0.75, elapsed
     finally:
         gateway.stop()
