@@ -197,9 +197,7 @@ def _matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
 
 def _overlaps(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
     """Whether two Service selectors pick the same pods (one is contained in the other)."""
-    if not a or not b:
-        return False
-    return all(b.get(k) == v for k, v in a.items()) or all(a.get(k) == v for k, v in b.items())
+    return bool(a) and bool(b) and (_matches(a, b or {}) or _matches(b, a or {}))
 
 
 def _pod_templates(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, str]]]:

@@ -380,11 +380,15 @@ def test_parts_can_be_left_out() -> None:
     assert not any(kind == "NetworkPolicy" for kind, _ in docs)
 
 
+def _hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    return subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, check=False)
+
+
 @pytest.mark.parametrize("name", ["gateway", "video"])
 def test_dockerfiles_lint_clean_and_are_hardened(name: str) -> None:
     dockerfile = ROOT / "deploy" / "docker" / f"{name}.Dockerfile"
-    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, check=False)
+    result = _hadolint(dockerfile)
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
     final = text.split("\nFROM ")[-1]
@@ -433,8 +437,7 @@ def test_every_engine_image_is_the_vllm_release_launch_installs() -> None:
     audio = ROOT / "deploy" / "docker" / "vllm-audio.Dockerfile"
     assert re.findall(r"^FROM (\S+)", audio.read_text(), re.MULTILINE) == [f"vllm/vllm-openai:v{release}"]
     assert chart["transcription"]["repository"] == "mmgateway/vllm-audio"
-    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(audio)], capture_output=True, text=True, check=False)
+    result = _hadolint(audio)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
