@@ -4,8 +4,8 @@ Each engine has two files in the host's folder: a lock and its last stats. The w
 engine's lock (``flock``, kept while the worker lives; the kernel frees it when the worker dies,
 and another takes it at its next round) scrapes the engine and writes what it found; the other
 workers read that file. So a vLLM pod is asked once an interval per gateway pod, not once per
-worker. A reader whose file is missing or older than ``max_age_s`` (the scraping worker is stuck)
-scrapes for itself meanwhile.
+worker. A reader whose file is missing or too old (gateway.engine_stats: two intervals; the
+scraping worker is stuck) scrapes for itself meanwhile.
 """
 
 from __future__ import annotations
