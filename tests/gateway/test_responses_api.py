@@ -180,7 +180,13 @@ async def test_wrapped_ids_lead_back_to_the_deployment_that_made_them(
     }
     gw = await gateway(config)
     client = gw.openai(api_key="sk-master-123456")
-    made = [await client.responses.create(model="vision", input=f"turn {n}") for n in range(6)]
+    # The shuffle is random: create until both deployments have made some (at least six in all),
+    # so that the checks below cover both and cannot pass by every id naming one deployment.
+    made = []
+    for n in range(64):
+        made.append(await client.responses.create(model="vision", input=f"turn {n}"))
+        if len(made) >= 6 and all(fake.responses for fake in fakes):
+            break
     for response in made:
         upstream_id = response.id.split("_", 2)[2]  # resp_d<tag>_<the deployment's own id>
         owner = next(fake for fake in fakes if upstream_id in fake.responses)

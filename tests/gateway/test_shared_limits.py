@@ -105,7 +105,13 @@ async def test_a_cooldown_seen_by_one_replica_holds_for_all(
         async with httpx.AsyncClient(timeout=30) as client:
             while not broken.bodies:  # until the first replica tried the broken one (and cooled it down)
                 assert await _post(client, first.url) == 200
-            await asyncio.sleep(0.3)  # the cooldown is published without blocking the request
+            # The cooldown is published without blocking the request: wait until Redis holds it.
+            for _ in range(200):
+                if redis_server.command("EXISTS", "mmgateway:deployment:broken:cooldown").startswith(b":1"):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the first replica never published the cooldown")
             tried = len(broken.bodies)
             for _ in range(20):
                 assert await _post(client, second.url) == 200
