@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.conftest import GatewayFactory, RunningGateway, UpstreamFactory, depl
 from tests.fakes import FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.metrics_samples import sample
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 MASTER = "sk-master-0123456789"
@@ -59,13 +59,6 @@ async def _admin(gw: RunningGateway, path: str, body: dict[str, Any] | None = No
     if body is None:
         return await gw.http.get(path, headers=ADMIN, params=params)
     return await gw.http.post(path, headers=ADMIN, json=body)
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.05)
 
 
 async def _chat(gw: RunningGateway, key: str, model: str = "vision") -> httpx.Response:
@@ -236,13 +229,13 @@ async def test_spend_from_usage_header_totals_and_metric(
         info = (await _admin(gw, "/key/info", key=created["key"])).json()["info"]
         return bool(info["spend"] == pytest.approx(total))
 
-    await _eventually(written)  # at once: what this process counted and has not written yet is included
+    await eventually(written)  # at once: what this process counted and has not written yet is included
 
     async def flushed() -> bool:
         days = (await _admin(gw, "/spend/logs")).json()
         return bool(days and days[0]["spend"] == pytest.approx(total))
 
-    await _eventually(flushed)
+    await eventually(flushed)
     days = (await _admin(gw, "/spend/logs")).json()
     assert len(days) == 1
     assert days[0]["spend"] == pytest.approx(total)
@@ -296,7 +289,7 @@ async def test_budgets_windows_and_expiry(gateway: GatewayFactory, upstream: Ups
     async def reset() -> bool:
         return (await _chat(gw, windowed)).status_code == 200
 
-    await _eventually(reset, within_s=8)
+    await eventually(reset, within_s=8)
 
     # An expired key is refused with 401.
     short = (await _admin(gw, "/key/generate", {"duration": "1s"})).json()["key"]
@@ -306,7 +299,7 @@ async def test_budgets_windows_and_expiry(gateway: GatewayFactory, upstream: Ups
         response = await _chat(gw, short)
         return response.status_code == 401 and response.json()["error"]["code"] == "expired_key"
 
-    await _eventually(expired, within_s=5)
+    await eventually(expired, within_s=5)
 
 
 async def test_parallel_requests_of_a_key_are_bounded(

@@ -4,7 +4,6 @@ the pods are fake vLLMs on 127.0.0.x, one port)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from tests.fakes import Behaviour, FakeUpstream, free_socket, serve
 from tests.metrics_samples import sample
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
 HI = [{"role": "user", "content": "hi"}]
@@ -79,13 +79,6 @@ async def _gateway(pods: Pods, **router: Any) -> tuple[httpx.AsyncClient, Any, A
     return httpx.AsyncClient(base_url=served.url, timeout=30), served, app
 
 
-async def _until(check: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_one_failing_pod_cools_down_alone(pods: Pods) -> None:
     failing = await pods.add("127.0.0.2", fail_status=500)
     healthy = await pods.add("127.0.0.3")
@@ -135,14 +128,14 @@ async def test_pods_that_come_and_go_are_followed(pods: Pods) -> None:
     try:
         body = {"model": "vision", "messages": HI}
         in_flight = asyncio.create_task(http.post("/v1/chat/completions", json=body))
-        await _until(lambda: _async(first.in_flight == 1))
+        await eventually(lambda: _async(first.in_flight == 1))
         pods.answer = ["127.0.0.3"]  # the first pod leaves, a new one arrives
 
         async def switched() -> bool:
             groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
             return set(groups) == {"vllm@127.0.0.3"}
 
-        await _until(switched)
+        await eventually(switched)
         assert (await in_flight).status_code == 200, "a request in flight to a removed pod finishes normally"
         for _ in range(3):
             assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
@@ -163,7 +156,7 @@ async def test_a_failed_lookup_keeps_the_known_pods(pods: Pods) -> None:
         assert (await http.post("/v1/chat/completions", json={"model": "vision", "messages": HI})).status_code == 200
         pods.failing = True
         failed_from = pods.lookups
-        await _until(lambda: _async(pods.lookups >= failed_from + 3))  # several lookups failed meanwhile
+        await eventually(lambda: _async(pods.lookups >= failed_from + 3))  # several lookups failed meanwhile
         assert (await http.post("/v1/chat/completions", json={"model": "vision", "messages": HI})).status_code == 200
         assert len(pod.bodies) == 2
         groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
@@ -184,14 +177,14 @@ async def test_a_discovery_failure_of_any_kind_is_survived(pods: Pods, caplog: p
     http, served, _ = await _gateway(pods)
     try:
         pods.broken = True
-        await _until(lambda: _async(not pods.broken))
+        await eventually(lambda: _async(not pods.broken))
         pods.answer = ["127.0.0.2", "127.0.0.3"]  # a pod appears after the failed refresh
 
         async def both_known() -> bool:
             groups = (await http.get("/health/groups")).json()["model_groups"]["vision"]["deployments"]
             return set(groups) == {"vllm@127.0.0.2", "vllm@127.0.0.3"}
 
-        await _until(both_known)
+        await eventually(both_known)
         assert any("per-pod endpoints failed" in r.getMessage() for r in caplog.records)
         assert second is not None
     finally:
@@ -219,7 +212,7 @@ async def test_each_pod_s_engine_is_scraped_and_a_pod_that_leaves_takes_its_stat
                 found = (await http.get("/health/groups")).json()["model_groups"]["vision"].get("engines", {})
                 return set(found) == expected
 
-            await _until(reported)
+            await eventually(reported)
             return found
 
         both = await engines({"vllm@127.0.0.2", "vllm@127.0.0.3"})

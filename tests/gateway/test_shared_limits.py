@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.limits.shared import PREFIX
 from tests.conftest import UpstreamFactory, deployment
 from tests.fakes import FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.metrics_samples import sample
 from tests.redis_server import RedisServer, redis_server
+from tests.waiting import eventually
 
 __all__ = ["redis_server"]
 
@@ -101,17 +103,16 @@ async def test_a_cooldown_seen_by_one_replica_holds_for_all(
         "gateway_settings": {"retry_backoff": 0.001},
     }
     first, second = await _replicas(tmp_path, config, count=2)
+
+    async def published() -> bool:
+        return redis_server.command("EXISTS", f"{PREFIX}deployment:broken:cooldown").startswith(b":1")
+
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             while not broken.bodies:  # until the first replica tried the broken one (and cooled it down)
                 assert await _post(client, first.url) == 200
             # The cooldown is published without blocking the request: wait until Redis holds it.
-            for _ in range(200):
-                if redis_server.command("EXISTS", "mmgateway:deployment:broken:cooldown").startswith(b":1"):
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the first replica never published the cooldown")
+            await eventually(published, what="the first replica never published the cooldown")
             tried = len(broken.bodies)
             for _ in range(20):
                 assert await _post(client, second.url) == 200
